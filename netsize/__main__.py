@@ -1,0 +1,3 @@
+from netsize.cli import main
+
+main()

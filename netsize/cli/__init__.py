@@ -1,0 +1,27 @@
+"""Command-line interface: thin typer commands over the library."""
+
+from __future__ import annotations
+
+import typer
+
+from netsize.cli.grow import grow
+
+app = typer.Typer(
+    name="netsize",
+    help="Right-size neural networks: grow them during training, prune them, compare them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Right-size neural networks: grow them during training, prune them, compare them."""
+
+
+app.command(no_args_is_help=True)(grow)
+
+
+def main() -> None:
+    app()

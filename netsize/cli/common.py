@@ -1,0 +1,61 @@
+"""Shared CLI plumbing: device choice, run folders, turning user errors into exit code 2."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+import typer
+from rich.console import Console
+
+from netsize.errors import UserError
+
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors_exit_2(func: F) -> F:
+    """Print a UserError as one red line on stderr and exit with code 2 (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except UserError as error:
+            err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=UserError.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]: finished checkpoints are kept.")
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r} is not a device; use auto, cpu or cuda[:N].") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available here; use --device cpu.")
+    return device
+
+
+def new_run_dir(base: Path, seed: int) -> Path:
+    """base/<YYYYmmdd-HHMMSS>-s<seed>, with a numeric suffix if that folder exists."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate = base / f"{stamp}-s{seed}"
+    suffix = 1
+    while candidate.exists():
+        suffix += 1
+        candidate = base / f"{stamp}-s{seed}-{suffix}"
+    return candidate

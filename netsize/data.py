@@ -1,0 +1,407 @@
+"""Datasets as whole tensors: load, split (seeded, stratified), standardise, augment.
+
+Everything ends up in a `Splits`: float32 inputs, int64 class labels (N,) or float32 regression
+targets (N, T). The trainer draws batches by index, so there is no DataLoader here.
+
+Security: CIFAR's python batches are pickles. They are read with `_SafeUnpickler`, which only
+rebuilds numpy arrays and refuses any other global, so loading a file can never run its code.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import functools
+import pickle
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from netsize.errors import UserError
+from netsize.recipe import AugmentConfig, CsvData, SklearnData, SyntheticData, TorchvisionData
+
+Task = Literal["classification", "regression"]
+MAX_AUTO_CLASSES = 20  # csv task auto: integer targets with at most this many values = classes
+
+
+@dataclass(frozen=True)
+class Splits:
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    task: Task
+    input_shape: tuple[int, ...]  # per example: (64,) for features, (C, H, W) for images
+    n_outputs: int  # number of classes, or number of regression targets
+
+    def to(self, device: torch.device | str) -> Splits:
+        names = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+        return replace(self, **{name: getattr(self, name).to(device) for name in names})
+
+    def is_image(self) -> bool:
+        return len(self.input_shape) == 3
+
+
+DataCfg = SklearnData | TorchvisionData | CsvData | SyntheticData
+
+
+def load_data(cfg: DataCfg, seed: int) -> Splits:
+    """Load the dataset named by `cfg`, split it with `seed` and standardise it (train stats)."""
+    if isinstance(cfg, SklearnData):
+        x, y, task = _load_sklearn(cfg)
+        splits = _split_and_build(x, y, task, cfg.val_fraction, cfg.test_fraction, seed)
+    elif isinstance(cfg, CsvData):
+        x, y, task = _load_csv(cfg)
+        splits = _split_and_build(x, y, task, cfg.val_fraction, cfg.test_fraction, seed)
+    elif isinstance(cfg, TorchvisionData):
+        splits = _load_torchvision(cfg, seed)
+    elif isinstance(cfg, SyntheticData):
+        # Already standard: x ~ N(0, 1) by construction, and the targets stay in the teacher's
+        # units so the MSE is comparable with GradMax's teacher-student numbers.
+        return _load_synthetic(cfg, seed)
+    else:
+        raise TypeError(f"unknown data config {type(cfg).__name__}")
+    augment = cfg.augment.crop_padding > 0 or cfg.augment.flip
+    if augment and not splits.is_image():
+        raise UserError("data.augment (crop_padding/flip) needs image data; remove data.augment "
+                        "or use image inputs (e.g. data.as_image: true for digits).")
+    return _standardize(splits) if cfg.standardize else splits
+
+
+# -------------------------------------------------------------------------------------- splitting
+def _split_indices(
+    y: torch.Tensor | None, n: int, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Seeded (train, val, test) index split; stratified per class when labels `y` are given."""
+    gen = torch.Generator().manual_seed(seed)
+    groups = [torch.arange(n)] if y is None else [torch.nonzero(y == c).flatten()
+                                                  for c in torch.unique(y)]
+    parts: list[list[torch.Tensor]] = [[], [], []]
+    for idx in groups:
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        n_val, n_test = _part_size(len(idx), val_fraction), _part_size(len(idx), test_fraction)
+        parts[1].append(idx[:n_val])
+        parts[2].append(idx[n_val : n_val + n_test])
+        parts[0].append(idx[n_val + n_test :])
+    out = [torch.cat(p) for p in parts]
+    # Shuffle within each split so it is not ordered by class.
+    train, val, test = (p[torch.randperm(len(p), generator=gen)] for p in out)
+    return train, val, test
+
+
+def _part_size(count: int, fraction: float) -> int:
+    # At least one example per part when the group can afford it (>= 3: train, val and test).
+    if fraction <= 0.0:
+        return 0
+    size = int(round(count * fraction))
+    return max(size, 1) if count >= 3 else size
+
+
+def _split_and_build(
+    x: torch.Tensor, y: torch.Tensor, task: Task, val_frac: float, test_frac: float, seed: int
+) -> Splits:
+    stratify = y if task == "classification" else None
+    train, val, test = _split_indices(stratify, len(x), val_frac, test_frac, seed)
+    return Splits(x[train], y[train], x[val], y[val], x[test], y[test], task,
+                  tuple(x.shape[1:]), _n_outputs(y, task))
+
+
+def _n_outputs(y: torch.Tensor, task: Task) -> int:
+    return int(y.max().item()) + 1 if task == "classification" else int(y.shape[1])
+
+
+# -------------------------------------------------------------------------------- standardisation
+def _standardize(s: Splits) -> Splits:
+    dims = (0, 2, 3) if s.is_image() else (0,)  # images: per channel; vectors: per feature
+    mean, std = _stats(s.x_train, dims)
+    fields: dict[str, Any] = {f"x_{k}": (getattr(s, f"x_{k}") - mean) / std
+                              for k in ("train", "val", "test")}
+    if s.task == "regression":  # R^2 is unchanged by an affine map of the targets
+        y_mean, y_std = _stats(s.y_train, (0,))
+        fields.update({f"y_{k}": (getattr(s, f"y_{k}") - y_mean) / y_std
+                       for k in ("train", "val", "test")})
+    return replace(s, **fields)
+
+
+def _stats(t: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = t.mean(dim=dims, keepdim=True)
+    std = t.std(dim=dims, keepdim=True, correction=0)
+    return mean, torch.where(std > 1e-12, std, torch.ones_like(std))  # constant feature: std 1
+
+
+# ---------------------------------------------------------------------------------------- sklearn
+def _load_sklearn(cfg: SklearnData) -> tuple[torch.Tensor, torch.Tensor, Task]:
+    from sklearn import datasets
+
+    loaders = {"digits": datasets.load_digits, "iris": datasets.load_iris,
+               "wine": datasets.load_wine, "breast_cancer": datasets.load_breast_cancer,
+               "diabetes": datasets.load_diabetes}
+    bunch = loaders[cfg.name]()
+    x = torch.as_tensor(np.asarray(bunch.data), dtype=torch.float32)  # (N, F)
+    if cfg.name == "diabetes":
+        y = torch.as_tensor(np.asarray(bunch.target), dtype=torch.float32).reshape(-1, 1)
+        return x, y, "regression"
+    if cfg.name == "digits":
+        x = x / 16.0  # pixel intensities 0..16 -> [0, 1]
+        if cfg.as_image:
+            x = x.reshape(-1, 1, 8, 8)  # (N, 1, 8, 8)
+    return x, torch.as_tensor(np.asarray(bunch.target), dtype=torch.int64), "classification"
+
+
+# ------------------------------------------------------------------------------------ torchvision
+_CIFAR = {  # name -> (folder, train files, test files, label key)
+    "CIFAR10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"],
+                "labels"),
+    "CIFAR100": ("cifar-100-python", ["train"], ["test"], "fine_labels"),
+}
+
+
+def _load_torchvision(cfg: TorchvisionData, seed: int) -> Splits:
+    if cfg.name in _CIFAR:
+        (x_tr, y_tr), (x_te, y_te) = _load_cifar(cfg)
+    else:
+        (x_tr, y_tr), (x_te, y_te) = _load_mnist(cfg, True), _load_mnist(cfg, False)
+    if cfg.limit is not None:
+        keep = cfg.limit
+        x_tr, y_tr, x_te, y_te = x_tr[:keep], y_tr[:keep], x_te[:keep], y_te[:keep]
+    # The official test set is the test split; validation is carved out of the training set.
+    train, val, _ = _split_indices(y_tr, len(x_tr), cfg.val_fraction, 0.0, seed)
+    n_classes = int(max(y_tr.max().item(), y_te.max().item())) + 1
+    return Splits(x_tr[train], y_tr[train], x_tr[val], y_tr[val], x_te, y_te, "classification",
+                  tuple(x_tr.shape[1:]), n_classes)
+
+
+def _load_cifar(cfg: TorchvisionData) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    folder, train_files, test_files, label_key = _CIFAR[cfg.name]
+    base = Path(cfg.root) / folder
+    missing = [f for f in train_files + test_files if not (base / f).is_file()]
+    if missing:
+        if not cfg.download:
+            raise UserError(f"{cfg.name} files not found: expected {', '.join(missing)} under "
+                            f"{base}/; set data.download: true or copy the files there.")
+        _download_cifar(cfg)
+    return tuple(_read_cifar_files([base / f for f in files], label_key, cfg.limit)
+                 for files in (train_files, test_files))
+
+
+def _download_cifar(cfg: TorchvisionData) -> None:
+    # Only download and extract (md5-checked); torchvision's dataset class would unpickle the
+    # batches itself, so it is never instantiated for CIFAR.
+    from torchvision import datasets
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    meta = getattr(datasets, cfg.name)
+    try:
+        download_and_extract_archive(meta.url, cfg.root, filename=meta.filename, md5=meta.tgz_md5)
+    except (OSError, RuntimeError) as error:
+        raise UserError(f"could not download {cfg.name} to {cfg.root} ({error}); copy the files "
+                        f"there by hand or check the network.") from None
+
+
+def _read_cifar_files(
+    paths: list[Path], label_key: str, limit: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = [], []
+    for path in paths:
+        if limit is not None and sum(len(y) for y in ys) >= limit:
+            break  # enough images for --limit
+        x, y = _read_cifar_batch(path, label_key)
+        xs.append(x)
+        ys.append(y)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def _read_cifar_batch(path: Path, label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One CIFAR python batch -> images (N, 3, 32, 32) in [0, 1] and labels (N,) int64."""
+    with open(path, "rb") as f:
+        try:
+            batch = _SafeUnpickler(f, encoding="bytes").load()
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError) as error:
+            raise UserError(f"{path}: not a readable CIFAR python batch ({error}); replace it "
+                            f"with the original file.") from None
+    data, labels = _key(batch, "data", path), _key(batch, label_key, path)
+    data = np.asarray(data, dtype=np.uint8)
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+        raise UserError(f"{path}: data has shape {data.shape} for {len(labels)} labels, expected "
+                        f"(N, 3072) uint8; replace it with the original file.")
+    x = torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()).float() / 255.0  # (N, 3, 32, 32)
+    return x, torch.as_tensor(np.asarray(labels, dtype=np.int64))
+
+
+def _key(batch: Any, name: str, path: Path) -> Any:
+    if isinstance(batch, dict):
+        for key in (name.encode(), name):
+            if key in batch:
+                return batch[key]
+    raise UserError(f"{path}: no {name!r} entry, so it is not a CIFAR python batch; replace it "
+                    f"with the original file.")
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    # Protocol-2 pickles written by Python 3 store bytes as _codecs.encode(str, 'latin1').
+    if encoding.replace("-", "").lower() not in ("latin1", "iso88591"):
+        raise pickle.UnpicklingError(f"unexpected encoding {encoding!r}")
+    return codecs.encode(text, "latin1")
+
+
+@functools.cache
+def _numpy_globals() -> dict[tuple[str, str], Any]:
+    try:
+        from numpy._core import multiarray, numeric
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray, numeric  # type: ignore[no-redef]
+    allowed = {"_reconstruct": multiarray._reconstruct, "scalar": multiarray.scalar,
+               "_frombuffer": numeric._frombuffer}
+    table: dict[tuple[str, str], Any] = {("_codecs", "encode"): _latin1_encode,
+                                         ("numpy", "ndarray"): np.ndarray,
+                                         ("numpy", "dtype"): np.dtype}
+    for core in ("numpy.core", "numpy._core"):
+        for name, func in allowed.items():
+            module = "multiarray" if name != "_frombuffer" else "numeric"
+            table[(f"{core}.{module}", name)] = func
+    return table
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Rebuilds dicts, lists, numbers, strings and numpy arrays; refuses every other global."""
+
+    def __init__(self, file: Any, **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        self.path = getattr(file, "name", "a CIFAR batch file")
+
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = _numpy_globals()
+        if (module, name) in allowed:
+            return allowed[(module, name)]
+        raise UserError(f"{self.path} contains code ({module}.{name}), not just arrays; refusing "
+                        f"to load it. Replace it with the original CIFAR file.")
+
+
+def _load_mnist(cfg: TorchvisionData, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    from torchvision import datasets
+
+    try:  # reads the raw idx files (no pickle)
+        ds = getattr(datasets, cfg.name)(cfg.root, train=train, download=cfg.download)
+    except RuntimeError as error:
+        where = Path(cfg.root) / cfg.name / "raw"
+        hint = ("set data.download: true or copy the files there" if not cfg.download
+                else f"download failed ({error}); copy the files there by hand")
+        raise UserError(f"{cfg.name} files not found under {where}/; {hint}.") from None
+    x = ds.data.unsqueeze(1).float() / 255.0  # (N, 28, 28) uint8 -> (N, 1, 28, 28) in [0, 1]
+    return x, ds.targets.to(torch.int64)
+
+
+# -------------------------------------------------------------------------------------------- csv
+def _load_csv(cfg: CsvData) -> tuple[torch.Tensor, torch.Tensor, Task]:
+    path = Path(cfg.path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such CSV file; fix data.path.")
+    with open(path, newline="") as f:
+        rows = [row for row in csv.reader(f) if row]
+    if len(rows) < 2:
+        raise UserError(f"{path}: needs a header row and at least one data row.")
+    header, body = [h.strip() for h in rows[0]], rows[1:]
+    if cfg.target not in header:
+        raise UserError(f"{path}: no column {cfg.target!r} for data.target; available columns: "
+                        f"{', '.join(header)}.")
+    t = header.index(cfg.target)
+    features: list[list[float]] = []
+    for line, row in enumerate(body, start=2):  # line 1 is the header
+        if len(row) != len(header):
+            raise UserError(f"{path}: row {line} has {len(row)} fields, the header has "
+                            f"{len(header)}; fix the row.")
+        features.append([_number(row[i], path, header[i], line)
+                         for i in range(len(row)) if i != t])
+    x = torch.tensor(features, dtype=torch.float32)  # (N, F)
+    y, task = _csv_targets([row[t].strip() for row in body], cfg, path)
+    return x, y, task
+
+
+def _number(cell: str, path: Path, column: str, line: int) -> float:
+    if (value := _try_float(cell)) is None:
+        raise UserError(f"{path}: column {column!r} row {line} is {cell!r}, not a number; feature "
+                        f"columns must be numeric (fix the value or drop the column).")
+    return value
+
+
+def _csv_targets(values: list[str], cfg: CsvData, path: Path) -> tuple[torch.Tensor, Task]:
+    numeric = [_try_float(v) for v in values]
+    all_numeric = all(v is not None for v in numeric)
+    task: Task
+    if cfg.task != "auto":
+        task = cfg.task
+    elif not all_numeric:
+        task = "classification"
+    else:
+        integer = all(float(v).is_integer() for v in numeric)  # type: ignore[arg-type]
+        few = len(set(numeric)) <= MAX_AUTO_CLASSES
+        task = "classification" if integer and few else "regression"
+    if task == "regression":
+        if not all_numeric:
+            bad = next(i for i, v in enumerate(numeric) if v is None)
+            raise UserError(f"{path}: target {cfg.target!r} row {bad + 2} is {values[bad]!r}, "
+                            f"not a number; use data.task: classification for labels.")
+        return torch.tensor(numeric, dtype=torch.float32).reshape(-1, 1), task
+    keys: list[Any] = numeric if all_numeric else values  # sort numbers as numbers
+    classes = sorted(set(keys))
+    if len(classes) < 2:
+        raise UserError(f"{path}: target {cfg.target!r} has a single class; classification "
+                        f"needs at least two.")
+    index = {c: i for i, c in enumerate(classes)}
+    return torch.tensor([index[k] for k in keys], dtype=torch.int64), task
+
+
+def _try_float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+# -------------------------------------------------------------------------------------- synthetic
+def _load_synthetic(cfg: SyntheticData, seed: int) -> Splits:
+    """GradMax teacher-student: y = relu(x W1^T) W2^T + noise, W ~ N(0, 1/fan_in), no biases."""
+    gen = torch.Generator().manual_seed(seed)
+    n, d_in, d_h, d_out = cfg.n_samples, cfg.in_features, cfg.teacher_hidden, cfg.out_features
+    x = torch.randn(n, d_in, generator=gen)  # (N, in)
+    w1 = torch.randn(d_h, d_in, generator=gen) / d_in**0.5  # (hidden, in)
+    w2 = torch.randn(d_out, d_h, generator=gen) / d_h**0.5  # (out, hidden)
+    y = torch.relu(x @ w1.T) @ w2.T  # (N, out)
+    y = y + cfg.noise * torch.randn(n, d_out, generator=gen)
+    return _split_and_build(x, y, "regression", cfg.val_fraction, cfg.test_fraction, seed)
+
+
+# ---------------------------------------------------------------------------------- augmentation
+def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    """Random crop (zero padding) then random horizontal flip of a batch (N, C, H, W), batched."""
+    if cfg.crop_padding == 0 and not cfg.flip:
+        return x
+    if x.dim() != 4:
+        raise ValueError(f"augment_batch needs images (N, C, H, W), got shape {tuple(x.shape)}")
+    n, _, h, w = x.shape
+    if cfg.crop_padding > 0:
+        p = cfg.crop_padding
+        padded = F.pad(x, (p, p, p, p))  # (N, C, H + 2p, W + 2p)
+        offsets = _draw(lambda d: torch.randint(0, 2 * p + 1, (2, n), generator=generator,
+                                                device=d), generator, x.device)  # (2, N)
+        rows = offsets[0][:, None] + torch.arange(h, device=x.device)  # (N, H)
+        cols = offsets[1][:, None] + torch.arange(w, device=x.device)  # (N, W)
+        batch = torch.arange(n, device=x.device)[:, None, None, None]
+        chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+        x = padded[batch, chans, rows[:, None, :, None], cols[:, None, None, :]]  # (N, C, H, W)
+    if cfg.flip:
+        flip = _draw(lambda d: torch.rand(n, generator=generator, device=d) < 0.5,
+                     generator, x.device)  # (N,)
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return x
+
+
+def _draw(sample: Any, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    # Draw on the generator's own device (CPU or the accelerator), then move to the data.
+    return sample(generator.device).to(device)

@@ -1,0 +1,157 @@
+"""Growth decisions (when and where) and their application (how new units start).
+
+`senn_check` scores every candidate expansion with the natural expansion score and picks one;
+`schedule_due` implements GradMax's fixed schedule; `expand` applies an expansion with the chosen
+initialiser (gradmax, random, zero_out). All return new objects.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from netsize import scores
+from netsize.model import Net
+from netsize.recipe import GrowConfig
+from netsize.spec import NetSpec
+from netsize.surgery import IndexMap, deepen, widen
+
+
+@dataclass(frozen=True)
+class Candidate:
+    kind: Literal["width", "depth"]
+    layer: int  # layer widened, or layer after which the new one is inserted
+    units: int  # units added (width) or width of the inserted layer (depth)
+    added_params: int
+
+
+@dataclass
+class Decision:
+    """Outcome of one check: the chosen candidate (or None) and every score seen."""
+
+    chosen: Candidate | None
+    eta: float
+    threshold: float
+    scored: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _fanout_taps(spec: NetSpec, layer: int) -> int:
+    last = layer == len(spec.layers) - 1
+    return 1 if spec.kind == "mlp" or last else spec.kernel_size**2
+
+
+def width_params(spec: NetSpec, layer: int, k: int) -> int:
+    taps_in = 1 if spec.kind == "mlp" else spec.kernel_size**2
+    last = layer == len(spec.layers) - 1
+    d_next = spec.n_outputs if last else spec.layers[layer + 1].width
+    per_unit = spec.in_width(layer) * taps_in + 1 + d_next * _fanout_taps(spec, layer)
+    return k * (per_unit + (2 if spec.layers[layer].norm else 0))
+
+
+def depth_params(spec: NetSpec, after: int) -> int:
+    width = spec.layers[after].width
+    taps = 1 if spec.kind == "mlp" else spec.kernel_size**2
+    return width * (width * taps + 1)
+
+
+def candidates(spec: NetSpec, cfg: GrowConfig, params_now: int) -> list[Candidate]:
+    out: list[Candidate] = []
+    for i, layer in enumerate(spec.layers):
+        if "width" in cfg.candidates and layer.width + cfg.increment <= cfg.max_width:
+            added = width_params(spec, i, cfg.increment)
+            if params_now + added <= cfg.max_params:
+                out.append(Candidate("width", i, cfg.increment, added))
+        if "depth" in cfg.candidates and len(spec.layers) < cfg.max_layers:
+            added = depth_params(spec, i)
+            if params_now + added <= cfg.max_params:
+                out.append(Candidate("depth", i, layer.width, added))
+    return out
+
+
+def senn_check(net: Net, x: torch.Tensor, y: torch.Tensor, task: str, cfg: GrowConfig,
+               params_now: int) -> Decision:
+    """Score every candidate; accept the best if eta_e / eta > tau and its gain passes alpha."""
+    eta = scores.current_score(net, x, y, task, cfg.damping)
+    p = scores.probe(net, x, y, task)
+    yardstick = max(scores.output_grad_norm(p), 1e-12)
+    best: tuple[float, Candidate] | None = None
+    scored = []
+    for cand in candidates(net.spec, cfg, params_now):
+        if cand.kind == "width":
+            m_n = scores.fanin_gradient_matrices(net, p, cand.layer)
+            omega = scores.gradmax_fanout(m_n.mean(0), cand.units)
+            gain = scores.width_gain(m_n, omega, scores.fanin_gradient_scale(net, cand.layer),
+                                     cfg.damping)
+        else:
+            gain = scores.depth_gain(net, p, cand.layer, cfg.damping)
+        penalty = math.exp(-cfg.lambda_n * cand.added_params**2)
+        ratio = (eta + gain) * penalty / max(eta, 1e-12)
+        passes = ratio > cfg.tau and gain / yardstick > cfg.alpha
+        scored.append({"kind": cand.kind, "layer": cand.layer, "gain": gain, "ratio": ratio,
+                       "added_params": cand.added_params, "passes": passes})
+        if passes and (best is None or ratio > best[0]):
+            best = (ratio, cand)
+    return Decision(best[1] if best else None, eta, cfg.tau, scored)
+
+
+def schedule_due(step: int, cfg: GrowConfig) -> bool:
+    s = cfg.schedule
+    if step < s.start or (step - s.start) % s.every != 0:
+        return False
+    return (step - s.start) // s.every < s.times
+
+
+def schedule_units(initial_width: int, cfg: GrowConfig) -> int:
+    return max(1, math.ceil(cfg.schedule.amount * initial_width))
+
+
+def _next_weight(net: Net, layer: int) -> torch.Tensor:
+    last = layer == len(net.spec.layers) - 1
+    return net.head.weight if last else net.hidden[layer + 1].op.weight
+
+
+def _fan_in_init(net: Net, layer: int, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Random fan-in with PyTorch's default scale, U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    weight = net.hidden[layer].op.weight
+    shape = (k, *weight.shape[1:])
+    bound = 1.0 / math.sqrt(weight[0].numel())
+    draw = torch.rand(shape, generator=generator, dtype=weight.dtype) * 2 - 1
+    return (draw * bound).to(weight.device)
+
+
+def expand_width(net: Net, layer: int, k: int, init: str, fanout_scale: float,
+                 probe_batch: tuple[torch.Tensor, torch.Tensor, str],
+                 generator: torch.Generator) -> tuple[NetSpec, Net, IndexMap]:
+    """Widen `layer` by k units started by `init` (gradmax, random or zero_out)."""
+    nxt = _next_weight(net, layer)  # (d_next, d_l[, kh, kw])
+    taps = nxt.shape[2:]
+    # Target column norm: fanout_scale * mean norm of the existing fan-out columns.
+    col_norm = nxt.detach().transpose(0, 1).flatten(1).norm(dim=1).mean()
+    target = float(fanout_scale * col_norm)
+    d_next = nxt.shape[0]
+    if init == "zero_out":
+        fan_out = torch.zeros(d_next, k, *taps)
+        return widen(net, layer, fan_out, _fan_in_init(net, layer, k, generator))
+    if init == "gradmax":
+        x, y, task = probe_batch
+        p = scores.probe(net, x, y, task)
+        m = scores.fanin_gradient_matrices(net, p, layer).mean(0)
+        omega = scores.gradmax_fanout(m.cpu().double(), k, generator).float()
+    else:  # random directions, the same norm as GradMax's
+        omega = torch.randn(d_next * int(torch.tensor(taps).prod()), k, generator=generator)
+    omega = omega / omega.norm(dim=0, keepdim=True).clamp_min(1e-12) * target
+    # rows of omega run over (out channel, tap): back to the weight's (d_next, k, kh, kw) layout
+    fan_out = omega.T.reshape(k, d_next, *taps).transpose(0, 1)
+    return widen(net, layer, fan_out.to(nxt.device))
+
+
+def expand(net: Net, cand: Candidate, cfg: GrowConfig,
+           probe_batch: tuple[torch.Tensor, torch.Tensor, str],
+           generator: torch.Generator) -> tuple[NetSpec, Net, IndexMap]:
+    if cand.kind == "depth":
+        return deepen(net, cand.layer)
+    return expand_width(net, cand.layer, cand.units, cfg.init, cfg.fanout_scale, probe_batch,
+                        generator)

@@ -1,0 +1,111 @@
+"""Files: atomic writes, and checkpoints as spec.json + weights.safetensors (never pickles)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from netsize.errors import UserError
+from netsize.model import Net, build
+from netsize.spec import NetSpec
+
+SPEC_FILE = "spec.json"
+WEIGHTS_FILE = "weights.safetensors"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and rename: never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def save_checkpoint(folder: Path, spec: NetSpec, state: dict[str, torch.Tensor],
+                    meta: dict[str, Any]) -> None:
+    """Write folder/spec.json and folder/weights.safetensors, all or nothing."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        save_file(tensors, str(tmp / WEIGHTS_FILE))
+        (tmp / SPEC_FILE).write_text(json.dumps({"spec": spec.to_dict(), **meta}, indent=2,
+                                                default=_json_default))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_checkpoint_meta(folder: Path) -> dict[str, Any]:
+    spec_path = folder / SPEC_FILE
+    if not spec_path.is_file():
+        raise UserError(f"{folder}: not a netsize checkpoint (no {SPEC_FILE}); pass a folder "
+                        "written by netsize, e.g. results/grow/<recipe>/<run>/checkpoints/best.")
+    try:
+        meta = json.loads(spec_path.read_text())
+        NetSpec.from_dict(meta["spec"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise UserError(f"{spec_path}: corrupt checkpoint description; re-create the "
+                        "checkpoint.") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{spec_path}: corrupt checkpoint description; re-create it.")
+    return meta
+
+
+def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> tuple[Net, dict]:
+    """Rebuild the network from spec.json and fill it from weights.safetensors (no code runs)."""
+    folder = Path(folder)
+    meta = read_checkpoint_meta(folder)
+    spec = NetSpec.from_dict(meta["spec"])
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise UserError(f"{folder}: {WEIGHTS_FILE} is missing; re-create the checkpoint.")
+    try:
+        state = load_file(str(weights), device=str(device))
+    except (SafetensorError, OSError, ValueError):
+        raise UserError(f"{weights}: corrupt weights file; re-create the checkpoint.") from None
+    net = build(spec).to(device)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError:
+        raise UserError(f"{weights}: the weights do not fit {SPEC_FILE} "
+                        f"({spec.describe()}); re-create the checkpoint.") from None
+    return net, meta

@@ -1,0 +1,131 @@
+"""Build an nn.Module from a NetSpec, and expose per-layer taps for scoring."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from netsize.spec import NetSpec
+
+
+def relu0(x: torch.Tensor) -> torch.Tensor:
+    """ReLU whose derivative at 0 is 1, so zero-fan-in units (GradMax) still receive gradient.
+
+    torch.relu and clamp both give gradient 0 at exactly 0, which would leave new units dead.
+    """
+    return torch.where(x >= 0, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+ACTIVATIONS = {
+    "relu": relu0,
+    "leaky_relu": F.leaky_relu,  # f(0) = 0, f'(0) = 0.01
+    "gelu": F.gelu,  # f(0) = 0, f'(0) = 0.5
+    "tanh": torch.tanh,  # f(0) = 0, f'(0) = 1
+}
+
+
+def activation_slope_at_zero(name: str) -> float:
+    x = torch.zeros((), requires_grad=True)
+    (grad,) = torch.autograd.grad(ACTIVATIONS[name](x), x)
+    return float(grad)
+
+
+@dataclass
+class Tap:
+    """Tensors of one hidden layer on one batch (N = batch)."""
+
+    x_in: torch.Tensor  # input of the linear/conv op: (N, d_in) or (N, C_in, H, W)
+    z: torch.Tensor  # op output, before norm: (N, d) or (N, C, H, W)
+    a: torch.Tensor  # after activation (and dropout), before pooling
+
+
+class Hidden(nn.Module):
+    """One hidden layer: op -> [norm] -> activation -> [dropout]."""
+
+    def __init__(self, op: nn.Module, norm: nn.Module, activation: str, dropout: float):
+        super().__init__()
+        self.op = op
+        self.norm = norm
+        self.activation = activation
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward_tap(self, x: torch.Tensor) -> Tap:
+        z = self.op(x)
+        a = self.drop(ACTIVATIONS[self.activation](self.norm(z)))
+        return Tap(x, z, a)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_tap(x).a
+
+
+class Net(nn.Module):
+    def __init__(self, spec: NetSpec):
+        super().__init__()
+        self.spec = spec
+        self.hidden = nn.ModuleList(_make_hidden(spec, i) for i in range(len(spec.layers)))
+        self.head = nn.Linear(spec.layers[-1].width, spec.n_outputs)
+
+    def _route(self, i: int, a: torch.Tensor) -> torch.Tensor:
+        route = self.spec.route_after(i)
+        if route == "maxpool":
+            return F.max_pool2d(a, 2)
+        if route == "avgpool":
+            return a.mean(dim=(2, 3))
+        return a
+
+    def forward_taps(self, x: torch.Tensor) -> tuple[torch.Tensor, list[Tap]]:
+        if self.spec.kind == "mlp":
+            x = x.flatten(1)
+        taps = []
+        for i, layer in enumerate(self.hidden):
+            tap = layer.forward_tap(x)
+            taps.append(tap)
+            x = self._route(i, tap.a)
+        return self.head(x), taps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.spec.kind == "mlp":
+            x = x.flatten(1)
+        for i, layer in enumerate(self.hidden):
+            x = self._route(i, layer(x))
+        return self.head(x)
+
+
+def _make_hidden(spec: NetSpec, i: int) -> Hidden:
+    layer = spec.layers[i]
+    d_in = spec.in_width(i)
+    if spec.kind == "mlp":
+        op: nn.Module = nn.Linear(d_in, layer.width)
+        norm: nn.Module = nn.BatchNorm1d(layer.width) if layer.norm else nn.Identity()
+    else:
+        k = spec.kernel_size
+        op = nn.Conv2d(d_in, layer.width, k, padding=k // 2)
+        norm = nn.BatchNorm2d(layer.width) if layer.norm else nn.Identity()
+    dropout = spec.dropout if layer.dropout else 0.0
+    return Hidden(op, norm, spec.activation, dropout)
+
+
+def build(spec: NetSpec) -> Net:
+    """A fresh network with PyTorch's default initialisation (seed the global RNG first)."""
+    return Net(spec)
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def count_flops(net: Net) -> int:
+    """Forward FLOPs for one example, counted by torch.utils.flop_counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next(net.parameters()).device
+    x = torch.zeros((1, *net.spec.input_shape), device=device)
+    was_training = net.training
+    net.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(x)
+    net.train(was_training)
+    return int(counter.get_total_flops())

@@ -1,0 +1,203 @@
+"""Scores: pure functions of a network and a score batch.
+
+Everything here runs in eval mode (batch norm uses running statistics, dropout is off), where each
+example's loss depends on that example alone, so per-example gradients, the empirical Fisher and
+the GradMax matrix are well defined, and scoring leaves no trace on the module (no running-stat
+updates).
+
+Notation (DESIGN.md): a new unit of layer l has fan-in w (its row of W_l, plus bias) and fan-out
+omega (its column of W_{l+1}). With zero fan-in the gradient of w is
+    dL/dw = c * omega^T M,   M = mean_n M_n,   M_n = (dl_n/dz_{l+1}) x_n^T
+where x_n is layer l's input (with a 1 appended for the bias) and c = f'(0) times the eval-mode
+batch-norm scale. For convolutions the rows of M_n run over (out channel, kernel tap) of the next
+conv and the columns over (in channel, kernel tap) of layer l, built from unfolded tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad, vmap
+
+from netsize.model import Net, activation_slope_at_zero
+
+
+def per_example_loss(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+    """(N,) loss of each example: cross-entropy, or squared error summed over targets / 2."""
+    if task == "classification":
+        return F.cross_entropy(out, y, reduction="none")
+    return 0.5 * (out - y).pow(2).sum(dim=1)
+
+
+def batch_loss(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+    return per_example_loss(out, y, task).mean()
+
+
+@dataclass
+class Probe:
+    """Per-example tensors of one score batch, all detached. N = batch size."""
+
+    x_in: list[torch.Tensor]  # input of hidden op i
+    a: list[torch.Tensor]  # output of hidden layer i (after activation)
+    grad_z: list[torch.Tensor]  # dl_n/dz_i, z_i = output of hidden op i
+    grad_a: list[torch.Tensor]  # dl_n/da_i
+    grad_out: torch.Tensor  # dl_n/d(head output): (N, n_outputs)
+
+
+def probe(net: Net, x: torch.Tensor, y: torch.Tensor, task: str) -> Probe:
+    was_training = net.training
+    net.eval()
+    try:
+        out, taps = net.forward_taps(x)
+        # Summed per-example losses: in eval mode d(sum)/d(tensor of example n) = dl_n/d(...).
+        total = per_example_loss(out, y, task).sum()
+        wrt = [t.z for t in taps] + [t.a for t in taps] + [out]
+        grads = torch.autograd.grad(total, wrt)
+    finally:
+        net.train(was_training)
+    n = len(taps)
+    return Probe(
+        x_in=[t.x_in.detach() for t in taps],
+        a=[t.a.detach() for t in taps],
+        grad_z=list(grads[:n]),
+        grad_a=list(grads[n : 2 * n]),
+        grad_out=grads[2 * n],
+    )
+
+
+# ------------------------------------------------------------------------ GradMax matrix M_n
+def _patches(x: torch.Tensor, k: int, with_bias: bool = True) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C*k*k [+1], H*W): the op's receptive fields, a 1 row for the bias."""
+    cols = F.unfold(x, k, padding=k // 2)
+    if with_bias:
+        cols = torch.cat([cols, torch.ones_like(cols[:, :1])], dim=1)
+    return cols
+
+
+def _with_ones(x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
+
+
+def fanin_gradient_matrices(net: Net, p: Probe, layer: int) -> torch.Tensor:
+    """Per-example M_n for new units of `layer`: (N, D_next, D_in + 1).
+
+    D_next = d_{l+1} (linear next op) or C_{l+1}*k*k (conv next op);
+    D_in = d_{l-1} or C_{l-1}*k*k. Multiply by c = `fanin_gradient_scale` to get gradients.
+    """
+    spec = net.spec
+    route = spec.route_after(layer)
+    last = layer == len(spec.layers) - 1
+    g_next = p.grad_out if last else p.grad_z[layer + 1]
+    if spec.kind == "mlp":
+        return torch.einsum("no,ni->noi", g_next, _with_ones(p.x_in[layer]))
+    k = spec.kernel_size
+    cols = _patches(p.x_in[layer], k)  # (N, D_in+1, H*W) at layer l's resolution
+    if route == "avgpool":  # head sees the spatial mean of the new channel
+        return torch.einsum("no,ni->noi", g_next, cols.mean(dim=2))
+    n, o = g_next.shape[:2]
+    # dl/dh_new[p] = sum_{o,a} omega[o,a] * g_next[o, p - a + centre]: unfold g_next, flip taps.
+    g_cols = F.unfold(g_next, k, padding=k // 2).view(n, o, k * k, -1).flip(2).reshape(n, o * k * k, -1)
+    if route == "maxpool":
+        # A zero channel's 2x2 max pools route the gradient to the first (top-left) element.
+        h, w = p.x_in[layer].shape[2:]
+        grid = cols.view(n, cols.shape[1], h, w)[:, :, : h // 2 * 2 : 2, : w // 2 * 2 : 2]
+        cols = grid.reshape(n, cols.shape[1], -1)
+    return torch.einsum("nop,nip->noi", g_cols, cols)
+
+
+def fanin_gradient_scale(net: Net, layer: int) -> float:
+    """c = f'(0) * gamma / sqrt(running_var + eps) of a new (gamma=1, var=1) channel."""
+    scale = activation_slope_at_zero(net.spec.activation)
+    norm = net.hidden[layer].norm
+    if net.spec.layers[layer].norm:
+        scale /= math.sqrt(1.0 + float(norm.eps))  # type: ignore[arg-type]
+    return scale
+
+
+def gradmax_fanout(m: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Top-k left singular vectors of M (D_next, D_in+1), orthonormal columns: (D_next, k).
+
+    k may exceed rank(M): the rest is filled with random directions orthogonal to the others.
+    The sign is fixed so that each column's largest entry is positive (deterministic output).
+    """
+    u, s, _ = torch.linalg.svd(m, full_matrices=False)
+    rank = int((s > s.max().clamp_min(1e-30) * 1e-6).sum()) if s.numel() else 0
+    take = min(k, rank)
+    omega = u[:, :take]
+    if take < k:
+        extra = torch.randn(m.shape[0], k - take, generator=generator, dtype=m.dtype)
+        q, _ = torch.linalg.qr(torch.cat([omega, extra.to(m.device)], dim=1))
+        omega = torch.cat([omega, q[:, take:]], dim=1)
+    signs = torch.sign(omega.gather(0, omega.abs().argmax(0, keepdim=True)))
+    return omega * torch.where(signs == 0, torch.ones_like(signs), signs)
+
+
+# ---------------------------------------------------------------- natural expansion score
+def natural_score(per_example_grads: torch.Tensor, damping: float) -> float:
+    """eta = g^T (F + lambda I)^-1 g with a diagonal empirical Fisher.
+
+    per_example_grads: (N, P) gradients of each example's loss.
+    g = mean_n g_n (gradient of the mean loss), F_ii = mean_n g_n,i^2.
+    """
+    g = per_example_grads.mean(0)
+    fisher = per_example_grads.pow(2).mean(0)
+    return float((g.pow(2) / (fisher + damping)).sum())
+
+
+def current_score(net: Net, x: torch.Tensor, y: torch.Tensor, task: str, damping: float,
+                  chunk: int = 128) -> float:
+    """eta of the present network from per-example gradients of every parameter (vmap)."""
+    params = {k: v.detach() for k, v in net.named_parameters()}
+    buffers = {k: v.detach() for k, v in net.named_buffers()}
+
+    def loss_one(prm: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
+        out = functional_call(net, (prm, buffers), (xi.unsqueeze(0),))
+        return per_example_loss(out, yi.unsqueeze(0), task).sum()
+
+    per_example = vmap(grad(loss_one), in_dims=(None, 0, 0))
+    was_training = net.training
+    net.eval()
+    g_sum: torch.Tensor | None = None
+    sq_sum: torch.Tensor | None = None
+    try:
+        for start in range(0, len(x), chunk):
+            grads = per_example(params, x[start : start + chunk], y[start : start + chunk])
+            flat = torch.cat([g.flatten(1) for g in grads.values()], dim=1)  # (n, P)
+            g_sum = flat.sum(0) if g_sum is None else g_sum + flat.sum(0)
+            sq_sum = flat.pow(2).sum(0) if sq_sum is None else sq_sum + flat.pow(2).sum(0)
+    finally:
+        net.train(was_training)
+    assert g_sum is not None and sq_sum is not None
+    n = len(x)
+    return float(((g_sum / n).pow(2) / (sq_sum / n + damping)).sum())
+
+
+def width_gain(m_n: torch.Tensor, omega: torch.Tensor, scale: float, damping: float) -> float:
+    """eta contribution of k new units with zero fan-in and fan-out omega (D_next, k).
+
+    Only the new fan-in has a gradient (the fan-out's gradient is 0: the units output 0).
+    """
+    per_example = scale * torch.einsum("nod,ok->nkd", m_n, omega)  # (N, k, D_in+1)
+    return natural_score(per_example.flatten(1), damping)
+
+
+def depth_gain(net: Net, p: Probe, after: int, damping: float) -> float:
+    """eta contribution of an identity layer inserted after hidden layer `after`.
+
+    Its input is a_l and d(loss)/d(its output) = dl/da_l, the ReLU passing everything >= 0.
+    """
+    a, g = p.a[after], p.grad_a[after]
+    if net.spec.kind == "mlp":
+        per_example = torch.einsum("no,ni->noi", g, _with_ones(a))
+    else:
+        cols = _patches(a, net.spec.kernel_size)  # (N, C*k*k+1, H*W)
+        per_example = torch.einsum("nop,nip->noi", g.flatten(2), cols)
+    return natural_score(per_example.flatten(1), damping)
+
+
+def output_grad_norm(p: Probe) -> float:
+    """mean_n |dl_n/dy|^2, SENN's yardstick for the absolute threshold alpha."""
+    return float(p.grad_out.pow(2).sum(1).mean())

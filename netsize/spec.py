@@ -1,0 +1,94 @@
+"""Frozen architecture descriptions. A spec plus a state_dict is the whole model: no pickles.
+
+Both model kinds are a flat list of hidden layers followed by a linear head:
+- mlp: each layer is Linear -> [BatchNorm1d] -> activation -> [dropout];
+- cnn: each layer is Conv2d(k, same padding) -> [BatchNorm2d] -> activation; layers carry a stage
+  number, with 2x2 max pooling between stages and global average pooling after the last one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal
+
+from netsize.recipe import CnnConfig, MlpConfig
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    width: int  # output units (mlp) or channels (cnn)
+    norm: bool  # batch norm after the linear/conv op
+    stage: int = 0  # cnn only: pooling sits between layers of different stages
+    dropout: bool = True  # mlp only: apply the model's dropout after the activation
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    kind: Literal["mlp", "cnn"]
+    input_shape: tuple[int, ...]  # per example: (features,) or (C, H, W)
+    n_outputs: int
+    layers: tuple[LayerSpec, ...]
+    activation: str = "relu"
+    dropout: float = 0.0
+    kernel_size: int = 3
+
+    # -- derived facts used by scoring and surgery ------------------------------------------
+    def in_width(self, i: int) -> int:
+        """Input units/channels of hidden layer i."""
+        if i == 0:
+            return self.input_shape[0]
+        return self.layers[i - 1].width
+
+    def route_after(self, i: int) -> Literal["direct", "maxpool", "avgpool"]:
+        """What sits between layer i's activation and the next op (layer i+1 or the head)."""
+        if self.kind == "mlp":
+            return "direct"
+        if i == len(self.layers) - 1:
+            return "avgpool"
+        return "maxpool" if self.layers[i + 1].stage != self.layers[i].stage else "direct"
+
+    def with_layers(self, layers: tuple[LayerSpec, ...]) -> NetSpec:
+        return replace(self, layers=layers)
+
+    def widths(self) -> list[int]:
+        return [layer.width for layer in self.layers]
+
+    def describe(self) -> str:
+        if self.kind == "mlp":
+            return "mlp " + "-".join(str(w) for w in self.widths())
+        stages: dict[int, list[str]] = {}
+        for layer in self.layers:
+            stages.setdefault(layer.stage, []).append(str(layer.width))
+        return "cnn " + " | ".join("-".join(v) for _, v in sorted(stages.items()))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["input_shape"] = list(self.input_shape)
+        return out
+
+    @staticmethod
+    def from_dict(raw: dict[str, Any]) -> NetSpec:
+        layers = tuple(LayerSpec(**layer) for layer in raw["layers"])
+        fields = {k: v for k, v in raw.items() if k != "layers"}
+        fields["input_shape"] = tuple(fields["input_shape"])
+        return NetSpec(layers=layers, **fields)
+
+
+def spec_from_config(
+    model: MlpConfig | CnnConfig, input_shape: tuple[int, ...], n_outputs: int
+) -> NetSpec:
+    norm = model.norm == "batch"
+    if isinstance(model, MlpConfig):
+        flat = 1
+        for dim in input_shape:
+            flat *= dim
+        layers = tuple(LayerSpec(width=w, norm=norm) for w in model.hidden)
+        return NetSpec("mlp", (flat,), n_outputs, layers, model.activation, model.dropout)
+    if len(input_shape) != 3:
+        raise ValueError("a cnn needs image data (C, H, W)")
+    layers = tuple(
+        LayerSpec(width=w, norm=norm, stage=s, dropout=False)
+        for s, stage in enumerate(model.stages)
+        for w in stage
+    )
+    return NetSpec("cnn", input_shape, n_outputs, layers, model.activation, 0.0, model.kernel_size)

@@ -1,0 +1,271 @@
+"""The training loop: one loop, with growth checks at named points.
+
+Data are whole tensors on the device; batches are drawn by index, augmentation runs batched.
+The loop performs no I/O: it reports progress, epochs, growth events and checkpoints to a
+`Reporter` supplied by the caller (the CLI writes files and draws progress bars).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from netsize import growth
+from netsize.data import Splits, augment_batch
+from netsize.model import Net, build, count_flops, count_params
+from netsize.recipe import Recipe, TrainConfig
+from netsize.scores import batch_loss
+from netsize.spec import NetSpec, spec_from_config
+from netsize.surgery import IndexMap, carry_optimizer_state
+
+
+@dataclass
+class Checkpoint:
+    tag: str  # "event-003", "final", "best"
+    step: int
+    epoch: int
+    spec: NetSpec
+    state: dict[str, torch.Tensor]  # CPU copies
+    params: int
+    flops: int
+    val_metric: float
+    test_metric: float
+
+
+class Reporter(Protocol):
+    def start(self, total_steps: int) -> None: ...
+    def step(self, step: int, epoch: int) -> None: ...
+    def epoch(self, record: dict[str, Any]) -> None: ...
+    def event(self, record: dict[str, Any]) -> None: ...
+    def checkpoint(self, ckpt: Checkpoint) -> None: ...
+
+
+class SilentReporter:
+    def start(self, total_steps: int) -> None: ...
+    def step(self, step: int, epoch: int) -> None: ...
+    def epoch(self, record: dict[str, Any]) -> None: ...
+    def event(self, record: dict[str, Any]) -> None: ...
+    def checkpoint(self, ckpt: Checkpoint) -> None: ...
+
+
+@dataclass
+class RunSummary:
+    history: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)  # metadata only
+    wall_seconds: float = 0.0
+    growth_seconds: float = 0.0  # scoring + surgery + optimizer rebuild
+    final_spec: NetSpec | None = None
+
+
+# ------------------------------------------------------------------------ optimizer & metrics
+def make_optimizer(net: Net, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = net.parameters()
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay)
+    kind = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    return kind(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> Any:
+    if cfg.scheduler == "cosine":  # stepped once per optimizer step
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+    if cfg.scheduler == "plateau":  # stepped once per epoch on the validation metric
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="max", patience=cfg.plateau_patience, factor=cfg.plateau_factor)
+    return None
+
+
+@torch.no_grad()
+def evaluate(net: Net, x: torch.Tensor, y: torch.Tensor, task: str,
+             batch: int = 1024) -> tuple[float, float]:
+    """(mean loss, metric): accuracy for classification, R^2 (mean over targets) for regression."""
+    was_training = net.training
+    net.eval()
+    outs = torch.cat([net(x[i : i + batch]) for i in range(0, len(x), batch)])
+    net.train(was_training)
+    loss = float(batch_loss(outs, y, task))
+    if task == "classification":
+        return loss, float((outs.argmax(1) == y).float().mean())
+    ss_res = (outs - y).pow(2).sum(0)
+    ss_tot = (y - y.mean(0)).pow(2).sum(0).clamp_min(1e-12)
+    return loss, float((1 - ss_res / ss_tot).mean())
+
+
+# ----------------------------------------------------------------------------------- the loop
+class Trainer:
+    def __init__(self, recipe: Recipe, splits: Splits, device: torch.device,
+                 reporter: Reporter | None = None):
+        self.recipe, self.splits, self.device = recipe, splits.to(device), device
+        self.reporter = reporter or SilentReporter()
+        torch.manual_seed(recipe.seed)
+        spec = spec_from_config(recipe.model, splits.input_shape, splits.n_outputs)
+        self.net = build(spec).to(device)
+        self.initial_widths = spec.widths()
+        self.initial_architecture = spec.describe()
+        self.initial_params = count_params(self.net)
+        self.gen = torch.Generator().manual_seed(recipe.seed)  # batch order, growth draws
+        self.aug_gen = torch.Generator(device=device).manual_seed(recipe.seed + 1)
+        n = len(self.splits.x_train)
+        bs = recipe.train.batch_size
+        # Drop a trailing batch of one example: batch norm cannot train on it.
+        self.steps_per_epoch = n // bs + (1 if n % bs > 1 else 0)
+        self.total_steps = self.steps_per_epoch * recipe.train.epochs
+        self.opt = make_optimizer(self.net, recipe.train)
+        self.sched = make_scheduler(self.opt, recipe.train, self.total_steps)
+        self.summary = RunSummary()
+        self.step = self.epoch = 0
+        self.last_event_step = -(10**9)
+        self.best: tuple[float, Checkpoint] | None = None
+
+    # -- growth -----------------------------------------------------------------------------
+    def _score_batch(self) -> tuple[torch.Tensor, torch.Tensor, str]:
+        n = len(self.splits.x_train)
+        size = min(self.recipe.grow.score_batch, n)
+        idx = torch.randperm(n, generator=self.gen)[:size].to(self.device)
+        return self.splits.x_train[idx], self.splits.y_train[idx], self.splits.task
+
+    def _replace_net(self, new_net: Net, index_map: IndexMap) -> None:
+        opt = make_optimizer(new_net, self.recipe.train)
+        sched = make_scheduler(opt, self.recipe.train, self.total_steps)
+        if sched is not None and self.sched is not None:
+            sched.load_state_dict(self.sched.state_dict())
+        carry_optimizer_state(self.opt, self.net, opt, new_net, index_map)
+        self.net, self.opt, self.sched = new_net, opt, sched
+
+    def _growth_candidates(self) -> list[growth.Candidate]:
+        cfg = self.recipe.grow
+        if len(self.summary.events) >= cfg.max_events:
+            return []
+        if cfg.trigger == "schedule" and growth.schedule_due(self.step, cfg):
+            spec = self.net.spec
+            return [growth.Candidate("width", i, growth.schedule_units(w, cfg), 0)
+                    for i, w in enumerate(self.initial_widths) if i < len(spec.layers)]
+        due = self.step % cfg.check_every == 0 and self.step - self.last_event_step >= cfg.cooldown
+        if cfg.trigger != "senn" or not due:
+            return []
+        decision = growth.senn_check(self.net, *self._score_batch(), cfg, count_params(self.net))
+        self._last_decision = decision
+        return [decision.chosen] if decision.chosen else []
+
+    def maybe_grow(self) -> None:
+        started = time.perf_counter()
+        chosen = self._growth_candidates()
+        self.summary.growth_seconds += time.perf_counter() - started
+        if not chosen:
+            return
+        # The trained model just before growth is a point of its own on the size/metric front.
+        self.reporter.checkpoint(self._checkpoint(f"event-{len(self.summary.events) + 1:03d}"))
+        started = time.perf_counter()
+        for cand in chosen:
+            before = count_params(self.net)
+            _, new_net, index_map = growth.expand(self.net, cand, self.recipe.grow,
+                                                  self._score_batch(), self.gen)
+            self._replace_net(new_net, index_map)
+            self._log_event(cand, before)
+        self.summary.growth_seconds += time.perf_counter() - started
+        self.last_event_step = self.step
+
+    def _log_event(self, cand: growth.Candidate, params_before: int) -> None:
+        record: dict[str, Any] = {
+            "step": self.step, "epoch": self.epoch, "trigger": self.recipe.grow.trigger,
+            "kind": cand.kind, "layer": cand.layer, "units": cand.units,
+            "init": self.recipe.grow.init if cand.kind == "width" else "identity",
+            "params_before": params_before, "params_after": count_params(self.net),
+            "architecture": self.net.spec.describe(),
+        }
+        decision = getattr(self, "_last_decision", None)
+        if self.recipe.grow.trigger == "senn" and decision is not None:
+            mine = [s for s in decision.scored if s["kind"] == cand.kind
+                    and s["layer"] == cand.layer]
+            record.update(eta=decision.eta, threshold=decision.threshold,
+                          ratio=mine[0]["ratio"] if mine else None,
+                          gain=mine[0]["gain"] if mine else None,
+                          scores=decision.scored)
+        self.summary.events.append(record)
+        self.reporter.event(record)
+
+    # -- checkpoints and epochs -------------------------------------------------------------
+    def _checkpoint(self, tag: str) -> Checkpoint:
+        s = self.splits
+        _, val = evaluate(self.net, s.x_val, s.y_val, s.task, self.recipe.train.eval_batch_size)
+        _, test = evaluate(self.net, s.x_test, s.y_test, s.task, self.recipe.train.eval_batch_size)
+        state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
+        ckpt = Checkpoint(tag, self.step, self.epoch, self.net.spec, state,
+                          count_params(self.net), count_flops(self.net), val, test)
+        self.summary.checkpoints.append({k: getattr(ckpt, k) for k in
+                                         ("tag", "step", "epoch", "params", "flops",
+                                          "val_metric", "test_metric")})
+        return ckpt
+
+    def _end_epoch(self, loss_sum: torch.Tensor, batches: int, started: float) -> None:
+        s, cfg = self.splits, self.recipe.train
+        val_loss, val = evaluate(self.net, s.x_val, s.y_val, s.task, cfg.eval_batch_size)
+        _, test = evaluate(self.net, s.x_test, s.y_test, s.task, cfg.eval_batch_size)
+        if isinstance(self.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.sched.step(val)
+        record = {
+            "epoch": self.epoch, "step": self.step, "train_loss": float(loss_sum) / batches,
+            "val_loss": val_loss, "val_metric": val, "test_metric": test,
+            "params": count_params(self.net), "flops": count_flops(self.net),
+            "lr": self.opt.param_groups[0]["lr"], "seconds": time.perf_counter() - started,
+            "architecture": self.net.spec.describe(),
+        }
+        self.summary.history.append(record)
+        self.reporter.epoch(record)
+        if self.best is None or val > self.best[0]:
+            self.best = (val, self._snapshot("best", val, test))
+
+    def _snapshot(self, tag: str, val: float, test: float) -> Checkpoint:
+        state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
+        return Checkpoint(tag, self.step, self.epoch, self.net.spec, state,
+                          count_params(self.net), count_flops(self.net), val, test)
+
+    def train_step(self, idx: torch.Tensor) -> torch.Tensor:
+        s = self.splits
+        xb, yb = s.x_train[idx], s.y_train[idx]
+        xb = augment_batch(xb, self.recipe.data.augment, self.aug_gen) if s.is_image() else xb
+        loss = batch_loss(self.net(xb), yb, s.task)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        if isinstance(self.sched, torch.optim.lr_scheduler.CosineAnnealingLR):
+            self.sched.step()
+        return loss.detach()
+
+    def fit(self) -> RunSummary:
+        started = time.perf_counter()
+        self.net.train()
+        self.reporter.start(self.total_steps)
+        n, bs = len(self.splits.x_train), self.recipe.train.batch_size
+        for self.epoch in range(1, self.recipe.train.epochs + 1):
+            perm = torch.randperm(n, generator=self.gen).to(self.device)
+            loss_sum = torch.zeros((), device=self.device)
+            for b in range(self.steps_per_epoch):
+                loss_sum += self.train_step(perm[b * bs : (b + 1) * bs])
+                self.step += 1
+                self.reporter.step(self.step, self.epoch)
+                if self.recipe.grow.trigger != "none":
+                    self.maybe_grow()
+            self._end_epoch(loss_sum, self.steps_per_epoch, started)
+        self._finish(started)
+        return self.summary
+
+    def _finish(self, started: float) -> None:
+        final = self._checkpoint("final")
+        self.reporter.checkpoint(final)
+        assert self.best is not None
+        best = self.best[1]
+        self.summary.checkpoints.append({k: getattr(best, k) for k in
+                                         ("tag", "step", "epoch", "params", "flops",
+                                          "val_metric", "test_metric")})
+        self.reporter.checkpoint(best)
+        self.summary.final_spec = self.net.spec
+        self.summary.wall_seconds = time.perf_counter() - started
+        if not math.isfinite(self.summary.history[-1]["train_loss"]):
+            self.summary.history[-1]["diverged"] = True
