@@ -74,8 +74,8 @@ def candidates(spec: NetSpec, cfg: GrowConfig, params_now: int) -> list[Candidat
 def senn_check(net: Net, x: torch.Tensor, y: torch.Tensor, task: str, cfg: GrowConfig,
                params_now: int) -> Decision:
     """Score every candidate; accept the best if eta_e / eta > tau and its gain passes alpha."""
-    eta = scores.current_score(net, x, y, task, cfg.damping)
     p = scores.probe(net, x, y, task)
+    eta = scores.current_score(net, p, cfg.damping)
     yardstick = max(scores.output_grad_norm(p), 1e-12)
     best: tuple[float, Candidate] | None = None
     scored = []

@@ -40,6 +40,7 @@ class Tap:
     x_in: torch.Tensor  # input of the linear/conv op: (N, d_in) or (N, C_in, H, W)
     z: torch.Tensor  # op output, before norm: (N, d) or (N, C, H, W)
     a: torch.Tensor  # after activation (and dropout), before pooling
+    n: torch.Tensor  # after the norm (the same tensor as z without one)
 
 
 class Hidden(nn.Module):
@@ -54,8 +55,9 @@ class Hidden(nn.Module):
 
     def forward_tap(self, x: torch.Tensor) -> Tap:
         z = self.op(x)
-        a = self.drop(ACTIVATIONS[self.activation](self.norm(z)))
-        return Tap(x, z, a)
+        n = self.norm(z)
+        a = self.drop(ACTIVATIONS[self.activation](n))
+        return Tap(x, z, a, n)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_tap(x).a
@@ -68,7 +70,7 @@ class Net(nn.Module):
         self.hidden = nn.ModuleList(_make_hidden(spec, i) for i in range(len(spec.layers)))
         self.head = nn.Linear(spec.layers[-1].width, spec.n_outputs)
 
-    def _route(self, i: int, a: torch.Tensor) -> torch.Tensor:
+    def route(self, i: int, a: torch.Tensor) -> torch.Tensor:
         route = self.spec.route_after(i)
         if route == "maxpool":
             return F.max_pool2d(a, 2)
@@ -83,14 +85,14 @@ class Net(nn.Module):
         for i, layer in enumerate(self.hidden):
             tap = layer.forward_tap(x)
             taps.append(tap)
-            x = self._route(i, tap.a)
+            x = self.route(i, tap.a)
         return self.head(x), taps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.spec.kind == "mlp":
             x = x.flatten(1)
         for i, layer in enumerate(self.hidden):
-            x = self._route(i, layer(x))
+            x = self.route(i, layer(x))
         return self.head(x)
 
 

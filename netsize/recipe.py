@@ -239,7 +239,8 @@ def recipe_from_dict(raw: Any, origin: str, overrides: list[str] | tuple[str, ..
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: no such recipe file; pass a YAML file such as recipes/digits.yaml.")
+        raise UserError(f"{path}: no such recipe file; pass a YAML file such as "
+                        "recipes/digits.yaml.")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:

@@ -16,11 +16,10 @@ conv and the columns over (in channel, kernel tap) of layer l, built from unfold
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call, grad, vmap
 
 from netsize.model import Net, activation_slope_at_zero
 
@@ -41,10 +40,21 @@ class Probe:
     """Per-example tensors of one score batch, all detached. N = batch size."""
 
     x_in: list[torch.Tensor]  # input of hidden op i
+    z: list[torch.Tensor]  # output of hidden op i (before the norm)
     a: list[torch.Tensor]  # output of hidden layer i (after activation)
     grad_z: list[torch.Tensor]  # dl_n/dz_i, z_i = output of hidden op i
     grad_a: list[torch.Tensor]  # dl_n/da_i
+    grad_n: list[torch.Tensor | None]  # dl_n/d(norm output) of layers with a norm
     grad_out: torch.Tensor  # dl_n/d(head output): (N, n_outputs)
+    head_in: torch.Tensor  # input of the head: (N, d_last)
+    _cols: dict[tuple[int, tuple[int, ...]], torch.Tensor] = field(default_factory=dict)
+
+    def patches(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """Cached `_patches(x, k)`: a layer's input is often the previous layer's output."""
+        key = (x.data_ptr(), tuple(x.shape))
+        if key not in self._cols:
+            self._cols[key] = _patches(x, k)
+        return self._cols[key]
 
 
 def probe(net: Net, x: torch.Tensor, y: torch.Tensor, task: str) -> Probe:
@@ -54,17 +64,25 @@ def probe(net: Net, x: torch.Tensor, y: torch.Tensor, task: str) -> Probe:
         out, taps = net.forward_taps(x)
         # Summed per-example losses: in eval mode d(sum)/d(tensor of example n) = dl_n/d(...).
         total = per_example_loss(out, y, task).sum()
-        wrt = [t.z for t in taps] + [t.a for t in taps] + [out]
+        normed = [i for i, layer in enumerate(net.spec.layers) if layer.norm]
+        wrt = [t.z for t in taps] + [t.a for t in taps] + [taps[i].n for i in normed] + [out]
         grads = torch.autograd.grad(total, wrt)
+        head_in = net.route(len(taps) - 1, taps[-1].a.detach())
     finally:
         net.train(was_training)
     n = len(taps)
+    grad_n: list[torch.Tensor | None] = [None] * n
+    for j, i in enumerate(normed):
+        grad_n[i] = grads[2 * n + j]
     return Probe(
         x_in=[t.x_in.detach() for t in taps],
+        z=[t.z.detach() for t in taps],
         a=[t.a.detach() for t in taps],
         grad_z=list(grads[:n]),
         grad_a=list(grads[n : 2 * n]),
-        grad_out=grads[2 * n],
+        grad_n=grad_n,
+        grad_out=grads[-1],
+        head_in=head_in,
     )
 
 
@@ -94,12 +112,13 @@ def fanin_gradient_matrices(net: Net, p: Probe, layer: int) -> torch.Tensor:
     if spec.kind == "mlp":
         return torch.einsum("no,ni->noi", g_next, _with_ones(p.x_in[layer]))
     k = spec.kernel_size
-    cols = _patches(p.x_in[layer], k)  # (N, D_in+1, H*W) at layer l's resolution
+    cols = p.patches(p.x_in[layer], k)  # (N, D_in+1, H*W) at layer l's resolution
     if route == "avgpool":  # head sees the spatial mean of the new channel
         return torch.einsum("no,ni->noi", g_next, cols.mean(dim=2))
     n, o = g_next.shape[:2]
     # dl/dh_new[p] = sum_{o,a} omega[o,a] * g_next[o, p - a + centre]: unfold g_next, flip taps.
-    g_cols = F.unfold(g_next, k, padding=k // 2).view(n, o, k * k, -1).flip(2).reshape(n, o * k * k, -1)
+    g_cols = F.unfold(g_next, k, padding=k // 2).view(n, o, k * k, -1).flip(2)
+    g_cols = g_cols.reshape(n, o * k * k, -1)
     if route == "maxpool":
         # A zero channel's 2x2 max pools route the gradient to the first (top-left) element.
         h, w = p.x_in[layer].shape[2:]
@@ -117,7 +136,8 @@ def fanin_gradient_scale(net: Net, layer: int) -> float:
     return scale
 
 
-def gradmax_fanout(m: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def gradmax_fanout(m: torch.Tensor, k: int,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
     """Top-k left singular vectors of M (D_next, D_in+1), orthonormal columns: (D_next, k).
 
     k may exceed rank(M): the rest is filled with random directions orthogonal to the others.
@@ -147,32 +167,44 @@ def natural_score(per_example_grads: torch.Tensor, damping: float) -> float:
     return float((g.pow(2) / (fisher + damping)).sum())
 
 
-def current_score(net: Net, x: torch.Tensor, y: torch.Tensor, task: str, damping: float,
-                  chunk: int = 128) -> float:
-    """eta of the present network from per-example gradients of every parameter (vmap)."""
-    params = {k: v.detach() for k, v in net.named_parameters()}
-    buffers = {k: v.detach() for k, v in net.named_buffers()}
+def current_score(net: Net, p: Probe, damping: float) -> float:
+    """eta of the present network, from per-example gradients of every parameter.
 
-    def loss_one(prm: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
-        out = functional_call(net, (prm, buffers), (xi.unsqueeze(0),))
-        return per_example_loss(out, yi.unsqueeze(0), task).sum()
+    The gradients are assembled from the probe's taps (weight = output grad x input, in eval
+    mode), which equals per-example autograd (tests compare against torch.func) at a fraction
+    of its cost. The diagonal Fisher makes eta a sum of per-parameter terms.
+    """
+    eta = 0.0
+    for i, layer in enumerate(net.spec.layers):
+        eta += natural_score(_op_grads(net, p, i), damping)
+        if layer.norm:
+            eta += natural_score(_norm_grads(net, p, i), damping)
+    head = torch.einsum("no,ni->noi", p.grad_out, _with_ones(p.head_in))
+    return eta + natural_score(head.flatten(1), damping)
 
-    per_example = vmap(grad(loss_one), in_dims=(None, 0, 0))
-    was_training = net.training
-    net.eval()
-    g_sum: torch.Tensor | None = None
-    sq_sum: torch.Tensor | None = None
-    try:
-        for start in range(0, len(x), chunk):
-            grads = per_example(params, x[start : start + chunk], y[start : start + chunk])
-            flat = torch.cat([g.flatten(1) for g in grads.values()], dim=1)  # (n, P)
-            g_sum = flat.sum(0) if g_sum is None else g_sum + flat.sum(0)
-            sq_sum = flat.pow(2).sum(0) if sq_sum is None else sq_sum + flat.pow(2).sum(0)
-    finally:
-        net.train(was_training)
-    assert g_sum is not None and sq_sum is not None
-    n = len(x)
-    return float(((g_sum / n).pow(2) / (sq_sum / n + damping)).sum())
+
+def _op_grads(net: Net, p: Probe, i: int) -> torch.Tensor:
+    """Per-example gradients of hidden op i's weight and bias: (N, d_out * (d_in + 1))."""
+    if net.spec.kind == "mlp":
+        grads = torch.einsum("no,ni->noi", p.grad_z[i], _with_ones(p.x_in[i]))
+    else:
+        cols = p.patches(p.x_in[i], net.spec.kernel_size)
+        grads = torch.einsum("nop,nip->noi", p.grad_z[i].flatten(2), cols)
+    return grads.flatten(1)
+
+
+def _norm_grads(net: Net, p: Probe, i: int) -> torch.Tensor:
+    """Per-example gradients of an eval-mode batch norm's gamma and beta: (N, 2 * C)."""
+    norm = net.hidden[i].norm
+    shape = (1, -1) + (1,) * (p.z[i].dim() - 2)
+    g = p.grad_n[i]
+    assert g is not None
+    mean, var = norm.running_mean.view(shape), norm.running_var.view(shape)
+    xhat = (p.z[i] - mean) / torch.sqrt(var + norm.eps)
+    dims = tuple(range(2, g.dim()))  # spatial positions of a conv; none for an mlp
+    gamma = (g * xhat).sum(dims) if dims else g * xhat
+    beta = g.sum(dims) if dims else g
+    return torch.cat([gamma, beta], dim=1)
 
 
 def width_gain(m_n: torch.Tensor, omega: torch.Tensor, scale: float, damping: float) -> float:
@@ -193,7 +225,7 @@ def depth_gain(net: Net, p: Probe, after: int, damping: float) -> float:
     if net.spec.kind == "mlp":
         per_example = torch.einsum("no,ni->noi", g, _with_ones(a))
     else:
-        cols = _patches(a, net.spec.kernel_size)  # (N, C*k*k+1, H*W)
+        cols = p.patches(a, net.spec.kernel_size)  # (N, C*k*k+1, H*W)
         per_example = torch.einsum("nop,nip->noi", g.flatten(2), cols)
     return natural_score(per_example.flatten(1), damping)
 

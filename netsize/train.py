@@ -243,7 +243,8 @@ class Trainer:
         self.net.train()
         self.reporter.start(self.total_steps)
         n, bs = len(self.splits.x_train), self.recipe.train.batch_size
-        for self.epoch in range(1, self.recipe.train.epochs + 1):
+        for epoch in range(1, self.recipe.train.epochs + 1):
+            self.epoch = epoch
             perm = torch.randperm(n, generator=self.gen).to(self.device)
             loss_sum = torch.zeros((), device=self.device)
             for b in range(self.steps_per_epoch):
