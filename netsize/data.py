@@ -207,7 +207,8 @@ def _download_cifar(cfg: TorchvisionData) -> None:
 def _read_cifar_files(
     paths: list[Path], label_key: str, limit: int | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    xs, ys = [], []
+    xs: list[torch.Tensor] = []
+    ys: list[torch.Tensor] = []
     for path in paths:
         if limit is not None and sum(len(y) for y in ys) >= limit:
             break  # enough images for --limit
@@ -257,7 +258,7 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
     except ImportError:  # numpy < 2
         from numpy.core import multiarray, numeric  # type: ignore[no-redef]
     allowed = {"_reconstruct": multiarray._reconstruct, "scalar": multiarray.scalar,
-               "_frombuffer": numeric._frombuffer}
+               "_frombuffer": numeric._frombuffer}  # type: ignore[attr-defined]
     table: dict[tuple[str, str], Any] = {("_codecs", "encode"): _latin1_encode,
                                          ("numpy", "ndarray"): np.ndarray,
                                          ("numpy", "dtype"): np.dtype}

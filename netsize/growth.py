@@ -109,13 +109,12 @@ def schedule_units(initial_width: int, cfg: GrowConfig) -> int:
 
 
 def _next_weight(net: Net, layer: int) -> torch.Tensor:
-    last = layer == len(net.spec.layers) - 1
-    return net.head.weight if last else net.hidden[layer + 1].op.weight
+    return net.next_op(layer).weight
 
 
 def _fan_in_init(net: Net, layer: int, k: int, generator: torch.Generator) -> torch.Tensor:
     """Random fan-in with PyTorch's default scale, U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-    weight = net.hidden[layer].op.weight
+    weight = net.layer(layer).op.weight
     shape = (k, *weight.shape[1:])
     bound = 1.0 / math.sqrt(weight[0].numel())
     draw = torch.rand(shape, generator=generator, dtype=weight.dtype) * 2 - 1

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +21,7 @@ def relu0(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x >= 0, x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
-ACTIVATIONS = {
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": relu0,
     "leaky_relu": F.leaky_relu,  # f(0) = 0, f'(0) = 0.01
     "gelu": F.gelu,  # f(0) = 0, f'(0) = 0.5
@@ -31,6 +33,11 @@ def activation_slope_at_zero(name: str) -> float:
     x = torch.zeros((), requires_grad=True)
     (grad,) = torch.autograd.grad(ACTIVATIONS[name](x), x)
     return float(grad)
+
+
+def running_stats(norm: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    assert norm.running_mean is not None and norm.running_var is not None
+    return norm.running_mean, norm.running_var
 
 
 @dataclass
@@ -46,7 +53,11 @@ class Tap:
 class Hidden(nn.Module):
     """One hidden layer: op -> [norm] -> activation -> [dropout]."""
 
-    def __init__(self, op: nn.Module, norm: nn.Module, activation: str, dropout: float):
+    op: nn.Linear | nn.Conv2d
+    norm: nn.BatchNorm1d | nn.BatchNorm2d | nn.Identity
+
+    def __init__(self, op: nn.Linear | nn.Conv2d, norm: nn.BatchNorm1d | nn.BatchNorm2d |
+                 nn.Identity, activation: str, dropout: float):
         super().__init__()
         self.op = op
         self.norm = norm
@@ -70,6 +81,19 @@ class Net(nn.Module):
         self.hidden = nn.ModuleList(_make_hidden(spec, i) for i in range(len(spec.layers)))
         self.head = nn.Linear(spec.layers[-1].width, spec.n_outputs)
 
+    def layer(self, i: int) -> Hidden:
+        return cast(Hidden, self.hidden[i])
+
+    def batch_norm(self, i: int) -> nn.BatchNorm1d | nn.BatchNorm2d:
+        norm = self.layer(i).norm
+        if not isinstance(norm, nn.BatchNorm1d | nn.BatchNorm2d):
+            raise ValueError(f"hidden layer {i} has no batch norm")
+        return norm
+
+    def next_op(self, i: int) -> nn.Linear | nn.Conv2d:
+        """The op that reads hidden layer i's output: layer i+1's op, or the head."""
+        return self.head if i == len(self.hidden) - 1 else self.layer(i + 1).op
+
     def route(self, i: int, a: torch.Tensor) -> torch.Tensor:
         route = self.spec.route_after(i)
         if route == "maxpool":
@@ -82,8 +106,8 @@ class Net(nn.Module):
         if self.spec.kind == "mlp":
             x = x.flatten(1)
         taps = []
-        for i, layer in enumerate(self.hidden):
-            tap = layer.forward_tap(x)
+        for i in range(len(self.hidden)):
+            tap = self.layer(i).forward_tap(x)
             taps.append(tap)
             x = self.route(i, tap.a)
         return self.head(x), taps
@@ -99,9 +123,11 @@ class Net(nn.Module):
 def _make_hidden(spec: NetSpec, i: int) -> Hidden:
     layer = spec.layers[i]
     d_in = spec.in_width(i)
+    op: nn.Linear | nn.Conv2d
+    norm: nn.BatchNorm1d | nn.BatchNorm2d | nn.Identity
     if spec.kind == "mlp":
-        op: nn.Module = nn.Linear(d_in, layer.width)
-        norm: nn.Module = nn.BatchNorm1d(layer.width) if layer.norm else nn.Identity()
+        op = nn.Linear(d_in, layer.width)
+        norm = nn.BatchNorm1d(layer.width) if layer.norm else nn.Identity()
     else:
         k = spec.kernel_size
         op = nn.Conv2d(d_in, layer.width, k, padding=k // 2)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from netsize.model import Net, activation_slope_at_zero
+from netsize.model import Net, activation_slope_at_zero, running_stats
 
 
 def per_example_loss(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
@@ -130,9 +130,8 @@ def fanin_gradient_matrices(net: Net, p: Probe, layer: int) -> torch.Tensor:
 def fanin_gradient_scale(net: Net, layer: int) -> float:
     """c = f'(0) * gamma / sqrt(running_var + eps) of a new (gamma=1, var=1) channel."""
     scale = activation_slope_at_zero(net.spec.activation)
-    norm = net.hidden[layer].norm
     if net.spec.layers[layer].norm:
-        scale /= math.sqrt(1.0 + float(norm.eps))  # type: ignore[arg-type]
+        scale /= math.sqrt(1.0 + net.batch_norm(layer).eps)
     return scale
 
 
@@ -195,11 +194,11 @@ def _op_grads(net: Net, p: Probe, i: int) -> torch.Tensor:
 
 def _norm_grads(net: Net, p: Probe, i: int) -> torch.Tensor:
     """Per-example gradients of an eval-mode batch norm's gamma and beta: (N, 2 * C)."""
-    norm = net.hidden[i].norm
+    norm = net.batch_norm(i)
     shape = (1, -1) + (1,) * (p.z[i].dim() - 2)
     g = p.grad_n[i]
     assert g is not None
-    mean, var = norm.running_mean.view(shape), norm.running_var.view(shape)
+    mean, var = (t.view(shape) for t in running_stats(norm))
     xhat = (p.z[i] - mean) / torch.sqrt(var + norm.eps)
     dims = tuple(range(2, g.dim()))  # spatial positions of a conv; none for an mlp
     gamma = (g * xhat).sum(dims) if dims else g * xhat

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from netsize.model import Net, build
+from netsize.model import Net, build, running_stats
 from netsize.spec import LayerSpec, NetSpec
 
 
@@ -95,14 +95,14 @@ def widen(
 
     new_net = _assemble(net, new_spec, index_map)
     with torch.no_grad():
-        weight_in = new_net.hidden[layer].op.weight
+        weight_in = new_net.layer(layer).op.weight
         weight_in[old_width:] = 0.0 if fan_in is None else fan_in.to(weight_in)
-        new_next = new_net.head if layer + 1 == len(spec.layers) else new_net.hidden[layer + 1].op
+        new_next = new_net.next_op(layer)
         new_next.weight[:, old_width:] = fan_out.to(new_next.weight)
         if spec.layers[layer].norm:
-            norm = new_net.hidden[layer].norm
+            norm = new_net.batch_norm(layer)
             norm.weight[old_width:] = 1.0
-            norm.running_var[old_width:] = 1.0
+            running_stats(norm)[1][old_width:] = 1.0
     return new_spec, new_net, index_map
 
 
@@ -125,7 +125,8 @@ def deepen(net: Net, after: int) -> tuple[NetSpec, Net, IndexMap]:
         index_map[name] = Source(_shift_name(name, after))
     new_net = _assemble(net, new_spec, index_map)
     with torch.no_grad():
-        op = new_net.hidden[after + 1].op
+        op = new_net.layer(after + 1).op
+        assert op.bias is not None
         op.weight.zero_()
         op.bias.zero_()
         eye = torch.eye(width, dtype=op.weight.dtype, device=op.weight.device)

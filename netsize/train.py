@@ -122,6 +122,7 @@ class Trainer:
         self.step = self.epoch = 0
         self.last_event_step = -(10**9)
         self.best: tuple[float, Checkpoint] | None = None
+        self.last_decision: growth.Decision | None = None  # the latest senn check, for the log
 
     # -- growth -----------------------------------------------------------------------------
     def _score_batch(self) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -150,7 +151,7 @@ class Trainer:
         if cfg.trigger != "senn" or not due:
             return []
         decision = growth.senn_check(self.net, *self._score_batch(), cfg, count_params(self.net))
-        self._last_decision = decision
+        self.last_decision = decision
         return [decision.chosen] if decision.chosen else []
 
     def maybe_grow(self) -> None:
@@ -179,7 +180,7 @@ class Trainer:
             "params_before": params_before, "params_after": count_params(self.net),
             "architecture": self.net.spec.describe(),
         }
-        decision = getattr(self, "_last_decision", None)
+        decision = self.last_decision
         if self.recipe.grow.trigger == "senn" and decision is not None:
             mine = [s for s in decision.scored if s["kind"] == cand.kind
                     and s["layer"] == cand.layer]
