@@ -83,8 +83,7 @@ def senn_check(net: Net, x: torch.Tensor, y: torch.Tensor, task: str, cfg: GrowC
         if cand.kind == "width":
             m_n = scores.fanin_gradient_matrices(net, p, cand.layer)
             omega = scores.gradmax_fanout(m_n.mean(0), cand.units)
-            gain = scores.width_gain(m_n, omega, scores.fanin_gradient_scale(net, cand.layer),
-                                     cfg.damping)
+            gain = scores.width_gain(net, cand.layer, m_n, omega, cfg.damping)
         else:
             gain = scores.depth_gain(net, p, cand.layer, cfg.damping)
         penalty = math.exp(-cfg.lambda_n * cand.added_params**2)

@@ -139,7 +139,8 @@ def gradmax_fanout(m: torch.Tensor, k: int,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """Top-k left singular vectors of M (D_next, D_in+1), orthonormal columns: (D_next, k).
 
-    k may exceed rank(M): the rest is filled with random directions orthogonal to the others.
+    k may exceed rank(M): the rest is filled with random directions orthogonal to the others,
+    and past D_next (no more orthogonal directions) with random unit vectors.
     The sign is fixed so that each column's largest entry is positive (deterministic output).
     """
     u, s, _ = torch.linalg.svd(m, full_matrices=False)
@@ -150,6 +151,10 @@ def gradmax_fanout(m: torch.Tensor, k: int,
         extra = torch.randn(m.shape[0], k - take, generator=generator, dtype=m.dtype)
         q, _ = torch.linalg.qr(torch.cat([omega, extra.to(m.device)], dim=1))
         omega = torch.cat([omega, q[:, take:]], dim=1)
+    if omega.shape[1] < k:
+        extra = torch.randn(m.shape[0], k - omega.shape[1], generator=generator, dtype=m.dtype)
+        extra = extra.to(m.device)
+        omega = torch.cat([omega, extra / extra.norm(dim=0, keepdim=True)], dim=1)
     signs = torch.sign(omega.gather(0, omega.abs().argmax(0, keepdim=True)))
     return omega * torch.where(signs == 0, torch.ones_like(signs), signs)
 
@@ -206,13 +211,19 @@ def _norm_grads(net: Net, p: Probe, i: int) -> torch.Tensor:
     return torch.cat([gamma, beta], dim=1)
 
 
-def width_gain(m_n: torch.Tensor, omega: torch.Tensor, scale: float, damping: float) -> float:
-    """eta contribution of k new units with zero fan-in and fan-out omega (D_next, k).
+def width_gain(net: Net, layer: int, m_n: torch.Tensor, omega: torch.Tensor,
+               damping: float) -> float:
+    """eta contribution of k new units of `layer` with zero fan-in and fan-out omega (D_next, k).
 
-    Only the new fan-in has a gradient (the fan-out's gradient is 0: the units output 0).
+    The new fan-in (weights and bias) has gradient c * omega^T M_n; with batch norm the new beta
+    has the bias's gradient times sqrt(1 + eps), and the new gamma none (its input is 0). The
+    fan-out has none either: the new units output 0.
     """
-    per_example = scale * torch.einsum("nod,ok->nkd", m_n, omega)  # (N, k, D_in+1)
-    return natural_score(per_example.flatten(1), damping)
+    per_example = fanin_gradient_scale(net, layer) * torch.einsum("nod,ok->nkd", m_n, omega)
+    grads = [per_example.flatten(1)]  # (N, k * (D_in + 1))
+    if net.spec.layers[layer].norm:
+        grads.append(per_example[..., -1] * math.sqrt(1.0 + net.batch_norm(layer).eps))
+    return natural_score(torch.cat(grads, dim=1), damping)
 
 
 def depth_gain(net: Net, p: Probe, after: int, damping: float) -> float:

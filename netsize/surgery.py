@@ -27,8 +27,8 @@ IndexMap = dict[str, Source]
 
 
 def remap(old: torch.Tensor, index: tuple[torch.Tensor | None, ...]) -> torch.Tensor:
-    """Gather `old` into a new tensor; positions whose index is -1 are zero."""
-    out = old
+    """Gather `old` into a new tensor (never `old` itself); positions whose index is -1 are 0."""
+    out = old.clone()
     for dim, idx in enumerate(index):
         if idx is None:
             continue
