@@ -145,12 +145,12 @@ def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def count_flops(net: Net) -> int:
-    """Forward FLOPs for one example, counted by torch.utils.flop_counter."""
+def count_flops(net: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Forward FLOPs for one example of `input_shape`, counted by torch.utils.flop_counter."""
     from torch.utils.flop_counter import FlopCounterMode
 
     device = next(net.parameters()).device
-    x = torch.zeros((1, *net.spec.input_shape), device=device)
+    x = torch.zeros((1, *input_shape), device=device)
     was_training = net.training
     net.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:

@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from netsize.errors import UserError
 
@@ -108,7 +115,17 @@ class CnnConfig(_Strict):
         return self
 
 
-ModelConfig = Annotated[MlpConfig | CnnConfig, Field(discriminator="kind")]
+class ForeignModelConfig(_Strict):
+    """A timm or torchvision architecture by name, with its weights from a file (prune only)."""
+
+    kind: Literal["timm", "torchvision"]
+    name: str  # e.g. resnet18 (timm), mobilenet_v3_small (torchvision)
+    weights: str | None = None  # .safetensors, or a state_dict read with weights_only=True
+    num_classes: int | None = Field(None, ge=1)  # default: the data's number of outputs
+    in_chans: int | None = Field(None, ge=1)  # timm only; default: the data's channels
+
+
+ModelConfig = Annotated[MlpConfig | CnnConfig | ForeignModelConfig, Field(discriminator="kind")]
 
 
 # ---------------------------------------------------------------------------------------- train
@@ -162,17 +179,42 @@ class GrowConfig(_Strict):
     schedule: ScheduleConfig = ScheduleConfig()
 
 
+# ---------------------------------------------------------------------------------------- prune
+class PruneConfig(_Strict):
+    """Prune-and-transfer (ODF2NNA): drop low-scoring units, copy the rest, fine-tune."""
+
+    criterion: Literal["variability", "cv", "magnitude", "taylor"] = "variability"
+    # Units scoring below epsilon * (mean score of their layer, or of all units if global)
+    # are removed. A list tries each value and gives a front over them.
+    epsilon: list[Annotated[float, Field(ge=0.0)]] = Field([0.5], min_length=1)
+    scope: Literal["layer", "global"] = "layer"
+    min_units: int = Field(0, ge=0)  # keep at least this many units per layer
+    fold_mean: bool = True  # fold each removed unit's mean activation into the next bias
+    ratio: float | None = Field(None, gt=0.0, lt=1.0)  # timm/torchvision: channels removed
+    finetune_epochs: int = Field(5, ge=0)
+    lr: float | None = Field(None, gt=0.0)  # fine-tuning learning rate (default: train.lr)
+    control: bool = True  # also train the pruned architecture from scratch
+    stats_examples: int = Field(2048, ge=1)  # training examples used for unit statistics
+
+    @field_validator("epsilon", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int | float) else value
+
+
 class Recipe(_Strict):
     seed: int = 0
     data: DataConfig
     model: ModelConfig
     train: TrainConfig = TrainConfig()
     grow: GrowConfig = GrowConfig()
+    prune: PruneConfig = PruneConfig()
 
     @model_validator(mode="after")
     def _depth_needs_relu(self) -> Recipe:
         uses_depth = self.grow.trigger == "senn" and "depth" in self.grow.candidates
-        if uses_depth and self.model.activation != "relu":
+        native = isinstance(self.model, MlpConfig | CnnConfig)
+        if native and uses_depth and self.model.activation != "relu":  # type: ignore[union-attr]
             # An identity layer preserves the function only where f(x) = x on its (>= 0) input.
             raise ValueError("depth growth needs model.activation: relu (drop 'depth' from "
                              "grow.candidates otherwise)")
@@ -182,7 +224,7 @@ class Recipe(_Strict):
 # -------------------------------------------------------------------------------------- loading
 def _dotted(loc: tuple[Any, ...]) -> str:
     # Pydantic puts the discriminator tag (e.g. 'csv') into the location; drop it.
-    tags = {"sklearn", "torchvision", "csv", "synthetic", "mlp", "cnn"}
+    tags = {"sklearn", "torchvision", "csv", "synthetic", "mlp", "cnn", "timm"}
     parts = [str(p) for p in loc if str(p) not in tags]
     return ".".join(parts) if parts else "(top level)"
 

@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
+from torch import nn
 
 from netsize import growth
 from netsize.data import Splits, augment_batch
+from netsize.errors import UserError
 from netsize.model import Net, build, count_flops, count_params
-from netsize.recipe import Recipe, TrainConfig
+from netsize.recipe import CnnConfig, MlpConfig, Recipe, TrainConfig
 from netsize.scores import batch_loss
 from netsize.spec import NetSpec, spec_from_config
 from netsize.surgery import IndexMap, carry_optimizer_state
@@ -28,12 +30,18 @@ class Checkpoint:
     tag: str  # "event-003", "final", "best"
     step: int
     epoch: int
-    spec: NetSpec
+    spec: NetSpec | None  # None for a timm/torchvision module
     state: dict[str, torch.Tensor]  # CPU copies
     params: int
     flops: int
     val_metric: float
     test_metric: float
+
+
+def point_of(ckpt: Checkpoint) -> dict[str, Any]:
+    """The checkpoint's row among a run's size/metric points (no tensors)."""
+    keys = ("tag", "step", "epoch", "params", "flops", "val_metric", "test_metric")
+    return {k: getattr(ckpt, k) for k in keys}
 
 
 class Reporter(Protocol):
@@ -63,7 +71,7 @@ class RunSummary:
 
 
 # ------------------------------------------------------------------------ optimizer & metrics
-def make_optimizer(net: Net, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = net.parameters()
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
@@ -82,7 +90,7 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: in
 
 
 @torch.no_grad()
-def evaluate(net: Net, x: torch.Tensor, y: torch.Tensor, task: str,
+def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str,
              batch: int = 1024) -> tuple[float, float]:
     """(mean loss, metric): accuracy for classification, R^2 (mean over targets) for regression."""
     was_training = net.training
@@ -100,14 +108,25 @@ def evaluate(net: Net, x: torch.Tensor, y: torch.Tensor, task: str,
 # ----------------------------------------------------------------------------------- the loop
 class Trainer:
     def __init__(self, recipe: Recipe, splits: Splits, device: torch.device,
-                 reporter: Reporter | None = None):
+                 reporter: Reporter | None = None, net: nn.Module | None = None,
+                 grow: bool = True):
+        """Train `net` (default: a fresh one from recipe.model, seeded by recipe.seed).
+
+        grow=False trains at a fixed size whatever recipe.grow says (fine-tuning, controls).
+        """
         self.recipe, self.splits, self.device = recipe, splits.to(device), device
         self.reporter = reporter or SilentReporter()
+        self.grow = grow and recipe.grow.trigger != "none"
         torch.manual_seed(recipe.seed)
-        spec = spec_from_config(recipe.model, splits.input_shape, splits.n_outputs)
-        self.net = build(spec).to(device)
-        self.initial_widths = spec.widths()
-        self.initial_architecture = spec.describe()
+        if net is None:
+            if not isinstance(recipe.model, MlpConfig | CnnConfig):
+                raise UserError(f"model.kind: {recipe.model.kind} models cannot be trained or "
+                                "grown from scratch here; use netsize prune on them.")
+            net = build(spec_from_config(recipe.model, splits.input_shape, splits.n_outputs))
+        self.net: Any = net.to(device)
+        spec = getattr(net, "spec", None)
+        self.initial_widths = spec.widths() if spec else []
+        self.initial_architecture = spec.describe() if spec else type(net).__name__
         self.initial_params = count_params(self.net)
         self.gen = torch.Generator().manual_seed(recipe.seed)  # batch order, growth draws
         self.aug_gen = torch.Generator(device=device).manual_seed(recipe.seed + 1)
@@ -193,15 +212,12 @@ class Trainer:
 
     # -- checkpoints and epochs -------------------------------------------------------------
     def _checkpoint(self, tag: str) -> Checkpoint:
-        s = self.splits
-        _, val = evaluate(self.net, s.x_val, s.y_val, s.task, self.recipe.train.eval_batch_size)
-        _, test = evaluate(self.net, s.x_test, s.y_test, s.task, self.recipe.train.eval_batch_size)
-        state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
-        ckpt = Checkpoint(tag, self.step, self.epoch, self.net.spec, state,
-                          count_params(self.net), count_flops(self.net), val, test)
-        self.summary.checkpoints.append({k: getattr(ckpt, k) for k in
-                                         ("tag", "step", "epoch", "params", "flops",
-                                          "val_metric", "test_metric")})
+        """Evaluate now and record the checkpoint among the run's points."""
+        s, batch = self.splits, self.recipe.train.eval_batch_size
+        _, val = evaluate(self.net, s.x_val, s.y_val, s.task, batch)
+        _, test = evaluate(self.net, s.x_test, s.y_test, s.task, batch)
+        ckpt = self._snapshot(tag, val, test)
+        self.summary.checkpoints.append(point_of(ckpt))
         return ckpt
 
     def _end_epoch(self, loss_sum: torch.Tensor, batches: int, started: float) -> None:
@@ -213,19 +229,25 @@ class Trainer:
         record = {
             "epoch": self.epoch, "step": self.step, "train_loss": float(loss_sum) / batches,
             "val_loss": val_loss, "val_metric": val, "test_metric": test,
-            "params": count_params(self.net), "flops": count_flops(self.net),
+            "params": count_params(self.net),
+            "flops": count_flops(self.net, self.splits.input_shape),
             "lr": self.opt.param_groups[0]["lr"], "seconds": time.perf_counter() - started,
-            "architecture": self.net.spec.describe(),
+            "architecture": self._describe(),
         }
         self.summary.history.append(record)
         self.reporter.epoch(record)
         if self.best is None or val > self.best[0]:
             self.best = (val, self._snapshot("best", val, test))
 
+    def _describe(self) -> str:
+        spec = getattr(self.net, "spec", None)
+        return spec.describe() if spec else type(self.net).__name__
+
     def _snapshot(self, tag: str, val: float, test: float) -> Checkpoint:
         state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
-        return Checkpoint(tag, self.step, self.epoch, self.net.spec, state,
-                          count_params(self.net), count_flops(self.net), val, test)
+        flops = count_flops(self.net, self.splits.input_shape)
+        return Checkpoint(tag, self.step, self.epoch, getattr(self.net, "spec", None), state,
+                          count_params(self.net), flops, val, test)
 
     def train_step(self, idx: torch.Tensor) -> torch.Tensor:
         s = self.splits
@@ -252,7 +274,7 @@ class Trainer:
                 loss_sum += self.train_step(perm[b * bs : (b + 1) * bs])
                 self.step += 1
                 self.reporter.step(self.step, self.epoch)
-                if self.recipe.grow.trigger != "none":
+                if self.grow:
                     self.maybe_grow()
             self._end_epoch(loss_sum, self.steps_per_epoch, started)
         self._finish(started)
@@ -263,11 +285,9 @@ class Trainer:
         self.reporter.checkpoint(final)
         assert self.best is not None
         best = self.best[1]
-        self.summary.checkpoints.append({k: getattr(best, k) for k in
-                                         ("tag", "step", "epoch", "params", "flops",
-                                          "val_metric", "test_metric")})
+        self.summary.checkpoints.append(point_of(best))
         self.reporter.checkpoint(best)
-        self.summary.final_spec = self.net.spec
+        self.summary.final_spec = getattr(self.net, "spec", None)
         self.summary.wall_seconds = time.perf_counter() - started
         if not math.isfinite(self.summary.history[-1]["train_loss"]):
             self.summary.history[-1]["diverged"] = True

@@ -144,13 +144,6 @@ def test_batches_exercise_batch_statistics(name: str) -> None:
 WIDEN_INITS = ["gradmax", "random", "zero_out", "raw"]
 
 
-def _rows_of_m(spec: NetSpec, layer: int) -> int:
-    """Rows of the GradMax matrix: units of the next op times its kernel taps."""
-    if layer == len(spec.layers) - 1:
-        return spec.n_outputs
-    return spec.layers[layer + 1].width * (1 if spec.kind == "mlp" else spec.kernel_size**2)
-
-
 WIDEN_CASES = [
     pytest.param(name, layer, init, k, id=f"{name}-L{layer}-{init}-{k}")
     for name, layer in LAYER_CASES for init in WIDEN_INITS for k in (1, 3)

@@ -61,6 +61,7 @@ class FileReporter:
             "task": self.splits.task, "recipe": recipe_to_dict(self.recipe),
             "events": list(self.events),
         }
+        assert ckpt.spec is not None  # grow runs train netsize's own networks
         save_checkpoint(self.run_dir / "checkpoints" / ckpt.tag, ckpt.spec, ckpt.state, meta)
 
 
