@@ -198,3 +198,53 @@ def carry_optimizer_state(
             else:
                 new_state[key] = value.clone() if torch.is_tensor(value) else value
         new_opt.state[new_param] = new_state
+
+
+def narrow(net: Net, keep: list[torch.Tensor],
+           fold_means: list[torch.Tensor] | None = None) -> tuple[NetSpec, Net, IndexMap]:
+    """Keep only the units `keep[i]` (sorted indices) of every hidden layer i.
+
+    Kept rows of each op (and batch-norm entries) and the matching columns of the op that reads
+    them are copied. With fold_means (each layer's mean activation per unit, measured in eval
+    mode), a removed unit's mean is folded into the next op's bias: exact for a unit that was
+    constant, except at the zero-padded borders when the next op is a conv.
+    """
+    spec = net.spec
+    layers = tuple(LayerSpec(len(k), *_rest(layer)) for k, layer in zip(keep, spec.layers,
+                                                                        strict=True))
+    new_spec = spec.with_layers(layers)
+    index_map: IndexMap = {name: Source(name) for name in _tensor_names(new_spec)}
+    for i, rows in enumerate(keep):
+        cols = keep[i - 1] if i > 0 else None
+        index_map[f"hidden.{i}.op.weight"] = Source(f"hidden.{i}.op.weight", (rows, cols))
+        index_map[f"hidden.{i}.op.bias"] = Source(f"hidden.{i}.op.bias", (rows,))
+        if spec.layers[i].norm:
+            for tensor in ("weight", "bias", "running_mean", "running_var"):
+                name = f"hidden.{i}.norm.{tensor}"
+                index_map[name] = Source(name, (rows,))
+    index_map["head.weight"] = Source("head.weight", (None, keep[-1]))
+    new_net = _assemble(net, new_spec, index_map)
+    if fold_means is not None:
+        with torch.no_grad():
+            for i, rows in enumerate(keep):
+                next_rows = keep[i + 1] if i + 1 < len(keep) else None
+                _fold_removed(net, new_net, i, rows, next_rows, fold_means[i])
+    return new_spec, new_net, index_map
+
+
+def _fold_removed(old: Net, new: Net, layer: int, kept: torch.Tensor,
+                  next_rows: torch.Tensor | None, means: torch.Tensor) -> None:
+    """new next-op bias += (old next-op weight on removed units) @ (their mean activation)."""
+    removed = torch.ones(len(means), dtype=torch.bool)
+    removed[kept.cpu()] = False
+    if not removed.any():
+        return
+    weight = old.next_op(layer).weight.detach()
+    if next_rows is not None:  # the next layer is being narrowed too
+        weight = weight[next_rows.to(weight.device)]
+    weight = weight[:, removed.to(weight.device)]  # (d_next, r[, kh, kw])
+    if weight.dim() == 4:  # a conv sees the constant on every tap
+        weight = weight.sum(dim=(2, 3))
+    bias = new.next_op(layer).bias
+    assert bias is not None
+    bias += weight @ means[removed.to(means.device)].to(weight)
