@@ -185,12 +185,12 @@ class PruneConfig(_Strict):
 
     criterion: Literal["variability", "cv", "magnitude", "taylor"] = "variability"
     # Units scoring below epsilon * (mean score of their layer, or of all units if global)
-    # are removed. A list tries each value and gives a front over them.
+    # are removed. A list tries each value and gives a front over them. For timm/torchvision
+    # models each value is instead the share of channels removed (0 < epsilon < 1).
     epsilon: list[Annotated[float, Field(ge=0.0)]] = Field([0.5], min_length=1)
     scope: Literal["layer", "global"] = "layer"
     min_units: int = Field(0, ge=0)  # keep at least this many units per layer
     fold_mean: bool = True  # fold each removed unit's mean activation into the next bias
-    ratio: float | None = Field(None, gt=0.0, lt=1.0)  # timm/torchvision: channels removed
     finetune_epochs: int = Field(5, ge=0)
     lr: float | None = Field(None, gt=0.0)  # fine-tuning learning rate (default: train.lr)
     control: bool = True  # also train the pruned architecture from scratch

@@ -87,9 +87,22 @@ def probe(net: Net, x: torch.Tensor, y: torch.Tensor, task: str) -> Probe:
 
 
 # ------------------------------------------------------------------------ GradMax matrix M_n
+def unfold_same(x: torch.Tensor, k: int) -> torch.Tensor:
+    """F.unfold(x, k, padding=k // 2) for stride 1: (N, C, H, W) -> (N, C*k*k, H*W).
+
+    Built from k*k shifted slices of the padded tensor, several times faster than im2col on
+    the CPU for the small images and channel counts scoring sees.
+    """
+    n, c, h, w = x.shape
+    pad = k // 2
+    padded = F.pad(x, (pad, pad, pad, pad))
+    shifts = [padded[:, :, dy : dy + h, dx : dx + w] for dy in range(k) for dx in range(k)]
+    return torch.stack(shifts, dim=2).reshape(n, c * k * k, h * w)
+
+
 def _patches(x: torch.Tensor, k: int, with_bias: bool = True) -> torch.Tensor:
     """(N, C, H, W) -> (N, C*k*k [+1], H*W): the op's receptive fields, a 1 row for the bias."""
-    cols = F.unfold(x, k, padding=k // 2)
+    cols = unfold_same(x, k)
     if with_bias:
         cols = torch.cat([cols, torch.ones_like(cols[:, :1])], dim=1)
     return cols
@@ -117,7 +130,7 @@ def fanin_gradient_matrices(net: Net, p: Probe, layer: int) -> torch.Tensor:
         return torch.einsum("no,ni->noi", g_next, cols.mean(dim=2))
     n, o = g_next.shape[:2]
     # dl/dh_new[p] = sum_{o,a} omega[o,a] * g_next[o, p - a + centre]: unfold g_next, flip taps.
-    g_cols = F.unfold(g_next, k, padding=k // 2).view(n, o, k * k, -1).flip(2)
+    g_cols = unfold_same(g_next, k).view(n, o, k * k, -1).flip(2)
     g_cols = g_cols.reshape(n, o * k * k, -1)
     if route == "maxpool":
         # A zero channel's 2x2 max pools route the gradient to the first (top-left) element.

@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from netsize.cli.grow import grow
+from netsize.cli.prune import prune
+from netsize.cli.train import train
 
 app = typer.Typer(
     name="netsize",
@@ -21,6 +23,8 @@ def _root() -> None:
 
 
 app.command(no_args_is_help=True)(grow)
+app.command(no_args_is_help=True)(train)
+app.command(no_args_is_help=True)(prune)
 
 
 def main() -> None:

@@ -123,7 +123,7 @@ def write_outputs(run_dir: Path, name: str, recipe: Recipe, task: str, summary: 
     return front
 
 
-def _final_table(summary: RunSummary, front: list[dict[str, Any]], run_dir: Path) -> Table:
+def final_table(summary: RunSummary, front: list[dict[str, Any]], run_dir: Path) -> Table:
     table = Table(title=f"Pareto front over {len(summary.checkpoints)} checkpoints")
     for header in ("checkpoint", "step", "parameters", "validation", "test"):
         table.add_column(header, justify="right" if header != "checkpoint" else "left")
@@ -159,4 +159,4 @@ def grow(
     run_dir = out or new_run_dir(Path("results") / "grow" / recipe.stem, parsed.seed)
     console.print(f"netsize grow [bold]{recipe}[/] on {torch_device} -> {run_dir}")
     summary, front = run_grow(parsed, recipe.stem, run_dir, torch_device)
-    console.print(_final_table(summary, front, run_dir))
+    console.print(final_table(summary, front, run_dir))
