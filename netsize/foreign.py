@@ -157,7 +157,7 @@ class RecordedImportance(tp.importance.GroupMagnitudeImportance):
         norms = [m for m in members if isinstance(m[0], nn.modules.batchnorm._BatchNorm)]
         members = norms or members
         if not members:
-            pass
+            return super().__call__(group)
         imps = [self.scores[module][list(idxs)].float() for module, idxs, _ in members]
         reduced = self._reduce(imps, [root for _, _, root in members])
         return self._normalize(reduced, self.normalizer)

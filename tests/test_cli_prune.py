@@ -1,0 +1,86 @@
+"""netsize train + netsize prune end to end on a tiny recipe, and prune's bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from netsize.cli import app
+from netsize.data import load_data
+from netsize.io import load_checkpoint
+from netsize.recipe import load_recipe
+from netsize.train import evaluate
+
+TINY = Path(__file__).resolve().parent.parent / "recipes" / "tiny"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("train") / "wine"
+    result = runner.invoke(app, ["train", str(TINY / "prune_mlp.yaml"), "--out", str(out),
+                                 "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    return out / "checkpoints" / "best"
+
+
+@pytest.fixture(scope="module")
+def pruned(trained: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("prune") / "run"
+    result = runner.invoke(app, ["prune", str(trained), "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_train_ignores_growth(trained: Path):
+    meta = json.loads((trained / "spec.json").read_text())
+    assert meta["events"] == [] and meta["recipe"]["grow"]["trigger"] == "none"
+
+
+def test_prune_writes_every_output(pruned: Path):
+    for name in ("recipe.yaml", "results.csv", "results.json", "front.csv", "front.json",
+                 "front.png", "report.md"):
+        assert (pruned / name).is_file(), name
+    rows = json.loads((pruned / "results.json").read_text())
+    variants = [(r["variant"], r["epsilon"]) for r in rows]
+    assert variants == [("original", ""), ("pruned+transfer", 0.5), ("from-scratch", 0.5),
+                        ("pruned+transfer", 1.0), ("from-scratch", 1.0)]
+    original = rows[0]
+    for row in rows[1:]:
+        assert row["params"] < original["params"] and row["flops"] < original["flops"]
+        assert row["latency_b1_ms"] > 0 and row["latency_b64_ms"] > 0
+    pairs = {(r["epsilon"], r["variant"]): r["params"] for r in rows[1:]}
+    assert pairs[(0.5, "pruned+transfer")] == pairs[(0.5, "from-scratch")]
+
+
+def test_pruned_checkpoints_reload_exactly(pruned: Path):
+    recipe = load_recipe(pruned / "recipe.yaml")
+    splits = load_data(recipe.data, recipe.seed)
+    rows = {r["path"]: r for r in json.loads((pruned / "results.json").read_text()) if r["path"]}
+    assert len(rows) == 4
+    for path, row in rows.items():
+        net, meta = load_checkpoint(pruned / path)
+        assert sum(p.numel() for p in net.parameters()) == row["params"] == meta["params"]
+        _, val = evaluate(net, splits.x_val, splits.y_val, splits.task)
+        assert val == pytest.approx(row["val_metric"], abs=1e-6)
+
+
+@pytest.mark.parametrize("case", ["missing", "no_spec", "native_recipe", "all_units", "bad_key"])
+def test_prune_bad_input_exits_2(case: str, trained: Path, tmp_path: Path):
+    args = {
+        "missing": [str(tmp_path / "nowhere")],
+        "no_spec": [str(tmp_path)],
+        "native_recipe": [str(TINY / "prune_mlp.yaml")],
+        "all_units": [str(trained), "--epsilon", "100"],
+        "bad_key": [str(trained), "--set", "prune.criterion=entropy"],
+    }[case]
+    needle = {"missing": "nowhere", "no_spec": "spec.json", "native_recipe": "netsize train",
+              "all_units": "every unit", "bad_key": "prune.criterion"}[case]
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["prune", *args, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert needle in result.output and "Traceback" not in result.output
+    assert not (out / "checkpoints").exists()
