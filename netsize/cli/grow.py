@@ -11,7 +11,13 @@ import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from netsize.cli.common import console, new_run_dir, resolve_device, user_errors_exit_2
+from netsize.cli.common import (
+    console,
+    new_run_dir,
+    resolve_device,
+    set_threads,
+    user_errors_exit_2,
+)
 from netsize.data import Splits, load_data
 from netsize.io import save_checkpoint, write_csv, write_json
 from netsize.recipe import Recipe, load_recipe, recipe_to_dict
@@ -143,6 +149,8 @@ def grow(
         help="Run folder (default: results/grow/<recipe>/<timestamp>-s<seed>).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     seed: Annotated[int | None, typer.Option(help="Override the recipe's seed.")] = None,
+    threads: Annotated[int | None, typer.Option(
+        help="CPU threads for torch (default: torch's choice).")] = None,
 ) -> None:
     """Train a small network and grow it when more capacity pays.
 
@@ -156,6 +164,7 @@ def grow(
         overrides.append(f"seed={seed}")
     parsed = load_recipe(recipe, overrides)
     torch_device = resolve_device(device)
+    set_threads(threads)
     run_dir = out or new_run_dir(Path("results") / "grow" / recipe.stem, parsed.seed)
     console.print(f"netsize grow [bold]{recipe}[/] on {torch_device} -> {run_dir}")
     summary, front = run_grow(parsed, recipe.stem, run_dir, torch_device)

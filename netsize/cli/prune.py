@@ -12,7 +12,13 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from rich.table import Table
 from torch import nn
 
-from netsize.cli.common import console, new_run_dir, resolve_device, user_errors_exit_2
+from netsize.cli.common import (
+    console,
+    new_run_dir,
+    resolve_device,
+    set_threads,
+    user_errors_exit_2,
+)
 from netsize.data import Splits, load_data
 from netsize.errors import UserError
 from netsize.io import load_checkpoint, read_checkpoint_meta, save_checkpoint, write_csv, write_json
@@ -182,6 +188,8 @@ def prune(
         help="Run folder (default: results/prune/<name>/<timestamp>-s<seed>).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     seed: Annotated[int | None, typer.Option(help="Override the recipe's seed.")] = None,
+    threads: Annotated[int | None, typer.Option(
+        help="CPU threads for torch (default: torch's choice).")] = None,
 ) -> None:
     """Remove low-variability units, transfer the rest into a smaller dense network, fine-tune.
 
@@ -192,6 +200,7 @@ def prune(
     """
     parsed, epochs, name = resolve_recipe(target, recipe, _overrides(epsilon, set_, seed))
     torch_device = resolve_device(device)
+    set_threads(threads)
     splits = load_data(parsed.data, parsed.seed)
     net, foreign = load_original(target, parsed, splits)
     original = Original(net, parsed, name, epochs, foreign)

@@ -7,7 +7,13 @@ from typing import Annotated
 
 import typer
 
-from netsize.cli.common import console, new_run_dir, resolve_device, user_errors_exit_2
+from netsize.cli.common import (
+    console,
+    new_run_dir,
+    resolve_device,
+    set_threads,
+    user_errors_exit_2,
+)
 from netsize.cli.grow import final_table, run_grow
 from netsize.recipe import load_recipe
 
@@ -21,6 +27,8 @@ def train(
         help="Run folder (default: results/train/<recipe>/<timestamp>-s<seed>).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     seed: Annotated[int | None, typer.Option(help="Override the recipe's seed.")] = None,
+    threads: Annotated[int | None, typer.Option(
+        help="CPU threads for torch (default: torch's choice).")] = None,
 ) -> None:
     """Train the recipe's network at a fixed size: the recipe's grow section is ignored.
 
@@ -33,6 +41,7 @@ def train(
         overrides.append(f"seed={seed}")
     parsed = load_recipe(recipe, overrides)
     torch_device = resolve_device(device)
+    set_threads(threads)
     run_dir = out or new_run_dir(Path("results") / "train" / recipe.stem, parsed.seed)
     console.print(f"netsize train [bold]{recipe}[/] on {torch_device} -> {run_dir}")
     summary, front = run_grow(parsed, recipe.stem, run_dir, torch_device)
