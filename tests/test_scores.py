@@ -57,3 +57,11 @@ def test_natural_score_bounds():
     # Gradients that cancel on average carry no expected loss decrease.
     opposite = torch.cat([torch.ones(5, 4), -torch.ones(5, 4)])
     assert scores.natural_score(opposite, 1e-9) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("shape", [(2, 3, 7, 7), (1, 2, 6, 5)])
+def test_unfold_same_equals_torch_unfold(k, shape):
+    x = torch.randn(shape)
+    expected = torch.nn.functional.unfold(x, k, padding=k // 2)
+    assert torch.equal(scores.unfold_same(x, k), expected)
