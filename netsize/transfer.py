@@ -55,7 +55,8 @@ def prune_once(original: Original, splits: Splits, epsilon: float,
 
         # epsilon is the share of channels removed, ranked by the criterion
         small, structure = foreign.prune_channels(net, s.x_train[:2], cfg.criterion, epsilon,
-                                                  (s.x_train[:n], s.y_train[:n], s.task))
+                                                  (s.x_train[:n], s.y_train[:n], s.task),
+                                                  scope=cfg.scope)
     else:
         assert isinstance(net, Net)
         stats = unit_statistics(net, s.x_train[:n], s.y_train[:n], s.task)
