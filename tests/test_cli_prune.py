@@ -84,3 +84,56 @@ def test_prune_bad_input_exits_2(case: str, trained: Path, tmp_path: Path):
     assert result.exit_code == 2, result.output
     assert needle in result.output and "Traceback" not in result.output
     assert not (out / "checkpoints").exists()
+
+
+def _timm_recipe(folder: Path, weights: Path) -> Path:
+    path = folder / "resnet.yaml"
+    path.write_text(
+        "data: {source: sklearn, name: digits, as_image: true}\n"
+        f"model: {{kind: timm, name: resnet18, weights: '{weights}'}}\n"
+        "train: {epochs: 1, batch_size: 128, optimizer: sgd, lr: 0.01}\n"
+        "prune: {criterion: variability, epsilon: [0.5], finetune_epochs: 1, control: false,\n"
+        "        stats_examples: 64}\n")
+    return path
+
+
+def test_prune_a_timm_model_from_a_recipe(tmp_path: Path):
+    import torch
+    from safetensors.torch import save_file
+
+    from netsize import foreign
+    from netsize.recipe import ForeignModelConfig
+
+    torch.manual_seed(0)
+    cfg = ForeignModelConfig(kind="timm", name="resnet18")
+    model = foreign.create_model(cfg, (1, 8, 8), 10)
+    weights = tmp_path / "resnet18.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["prune", str(_timm_recipe(tmp_path, weights)), "--out", str(out),
+                                 "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["variant"] for r in rows] == ["original", "pruned+transfer"]
+    assert rows[1]["params"] < 0.6 * rows[0]["params"]
+    reloaded, meta = foreign.load_pruned(out / rows[1]["path"])
+    assert sum(p.numel() for p in reloaded.parameters()) == rows[1]["params"]
+    assert reloaded(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_prune_refuses_a_pickle_that_runs_code(tmp_path: Path):
+    import os
+    import pickle
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    weights = tmp_path / "evil.pt"
+    weights.write_bytes(pickle.dumps({"conv1.weight": Payload()}))
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["prune", str(_timm_recipe(tmp_path, weights)), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "evil.pt" in result.output and not marker.exists()
