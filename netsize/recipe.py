@@ -202,6 +202,49 @@ class PruneConfig(_Strict):
         return [value] if isinstance(value, int | float) else value
 
 
+# --------------------------------------------------------------------------------------- search
+class ParamSpace(_Strict):
+    """One searched recipe key: float/int in [low, high] (log scale optional), or choices."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> ParamSpace:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs choices: [...]")
+        elif self.low is None or self.high is None or self.low >= self.high:
+            raise ValueError("a float or int parameter needs low < high")
+        elif self.log and self.low <= 0:
+            raise ValueError("log: true needs low > 0")
+        return self
+
+
+class EarlyStoppingConfig(_Strict):
+    """Stop a trial whose validation metric after an epoch is below the median of the completed
+    trials at that epoch (the median stopping rule on the metric objective)."""
+
+    enabled: bool = True
+    min_epochs: int = Field(3, ge=1)  # never stop before this many epochs
+    min_trials: int = Field(3, ge=1)  # completed trials needed before stopping any
+
+
+class SearchConfig(_Strict):
+    trials: int = Field(8, ge=1)  # completed trials wanted in the study (across all workers)
+    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+    sampler_seed: int = 0
+    space: dict[str, ParamSpace] = {}  # dotted recipe key -> range
+    flops_objective: bool = False  # minimise FLOPs as a third objective
+    max_params: int | None = Field(None, ge=1)  # constraint: params <= max_params
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    heartbeat_seconds: int = Field(10, ge=1)  # a worker silent 3x this long has its trial retried
+    max_retries: int = Field(2, ge=0)
+
+
 class Recipe(_Strict):
     seed: int = 0
     data: DataConfig
@@ -209,6 +252,7 @@ class Recipe(_Strict):
     train: TrainConfig = TrainConfig()
     grow: GrowConfig = GrowConfig()
     prune: PruneConfig = PruneConfig()
+    search: SearchConfig = SearchConfig()
 
     @model_validator(mode="after")
     def _depth_needs_relu(self) -> Recipe:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -68,6 +69,7 @@ class RunSummary:
     wall_seconds: float = 0.0
     growth_seconds: float = 0.0  # scoring + surgery + optimizer rebuild
     final_spec: NetSpec | None = None
+    early_stopped: bool = False
 
 
 # ------------------------------------------------------------------------ optimizer & metrics
@@ -109,11 +111,13 @@ def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str,
 class Trainer:
     def __init__(self, recipe: Recipe, splits: Splits, device: torch.device,
                  reporter: Reporter | None = None, net: nn.Module | None = None,
-                 grow: bool = True):
+                 grow: bool = True, stopper: Callable[[dict[str, Any]], bool] | None = None):
         """Train `net` (default: a fresh one from recipe.model, seeded by recipe.seed).
 
         grow=False trains at a fixed size whatever recipe.grow says (fine-tuning, controls).
+        stopper(epoch record) -> True ends training early (the search's early stopping).
         """
+        self.stopper = stopper
         self.recipe, self.splits, self.device = recipe, splits.to(device), device
         self.reporter = reporter or SilentReporter()
         self.grow = grow and recipe.grow.trigger != "none"
@@ -277,6 +281,13 @@ class Trainer:
                 if self.grow:
                     self.maybe_grow()
             self._end_epoch(loss_sum, self.steps_per_epoch, started)
+            loss = self.summary.history[-1]["train_loss"]
+            if not math.isfinite(loss):
+                raise UserError(f"training diverged: the loss is {loss} in epoch {epoch}; "
+                                "lower train.lr or add train.weight_decay.")
+            if self.stopper is not None and self.stopper(self.summary.history[-1]):
+                self.summary.early_stopped = True
+                break
         self._finish(started)
         return self.summary
 
@@ -289,5 +300,3 @@ class Trainer:
         self.reporter.checkpoint(best)
         self.summary.final_spec = getattr(self.net, "spec", None)
         self.summary.wall_seconds = time.perf_counter() - started
-        if not math.isfinite(self.summary.history[-1]["train_loss"]):
-            self.summary.history[-1]["diverged"] = True

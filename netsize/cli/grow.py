@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +20,7 @@ from netsize.cli.common import (
     user_errors_exit_2,
 )
 from netsize.data import Splits, load_data
+from netsize.errors import UserError
 from netsize.io import save_checkpoint, write_csv, write_json
 from netsize.recipe import Recipe, load_recipe, recipe_to_dict
 from netsize.report import grow_report, pareto_front, plot_front
@@ -78,14 +80,15 @@ def _progress() -> Progress:
 
 
 def run_grow(recipe: Recipe, recipe_name: str, run_dir: Path, device: torch.device,
-             show_progress: bool = True) -> tuple[RunSummary, list[dict[str, Any]]]:
+             show_progress: bool = True, stopper: Callable[[dict[str, Any]], bool] | None = None,
+             ) -> tuple[RunSummary, list[dict[str, Any]]]:
     """Train with growth and write every output into run_dir. Returns the summary and front."""
     splits = load_data(recipe.data, recipe.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
     progress = _progress() if show_progress else None
     reporter = FileReporter(run_dir, recipe, splits, progress)
-    trainer = Trainer(recipe, splits, device, reporter)
+    trainer = Trainer(recipe, splits, device, reporter, stopper=stopper)
     if progress is not None:
         with progress:
             summary = trainer.fit()
@@ -151,13 +154,22 @@ def grow(
     seed: Annotated[int | None, typer.Option(help="Override the recipe's seed.")] = None,
     threads: Annotated[int | None, typer.Option(
         help="CPU threads for torch (default: torch's choice).")] = None,
+    trials: Annotated[int | None, typer.Option(
+        help="Run an Optuna study of N completed trials over the recipe's search.space.")] = None,
+    storage: Annotated[str | None, typer.Option(
+        help="Study storage: sqlite:///PATH, postgresql://..., journal:PATH "
+             "(default: study.db in the study folder).")] = None,
+    study: Annotated[str | None, typer.Option(
+        help="Study name to create or join (default: grow-<recipe>).")] = None,
 ) -> None:
     """Train a small network and grow it when more capacity pays.
 
     Every growth event leaves a checkpoint, so one run yields models at many sizes, and the
-    Pareto front of validation metric against parameters is written beside them.
+    Pareto front of validation metric against parameters is written beside them. With --trials,
+    an Optuna study searches the recipe's search.space; the same command resumes it.
 
     Example:  netsize grow recipes/digits.yaml --set grow.tau=1.5 --seed 1
+    Example:  netsize grow recipes/digits.yaml --trials 8
     """
     overrides = list(set_ or [])
     if seed is not None:
@@ -165,6 +177,15 @@ def grow(
     parsed = load_recipe(recipe, overrides)
     torch_device = resolve_device(device)
     set_threads(threads)
+    if trials is not None:
+        from netsize.cli.search import grow_trial_runner, run_study, study_dir_for
+
+        if trials < 1:
+            raise UserError(f"--trials {trials}: give 1 or more.")
+        run_study("grow", recipe.stem, parsed, str(recipe), trials, storage, study,
+                  study_dir_for("grow", recipe.stem, out),
+                  grow_trial_runner(recipe.stem, torch_device))
+        return
     run_dir = out or new_run_dir(Path("results") / "grow" / recipe.stem, parsed.seed)
     console.print(f"netsize grow [bold]{recipe}[/] on {torch_device} -> {run_dir}")
     summary, front = run_grow(parsed, recipe.stem, run_dir, torch_device)

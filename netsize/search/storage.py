@@ -1,0 +1,44 @@
+"""Optuna storages: SQLite in the run folder by default, PostgreSQL or SQLite URLs, journal files.
+
+RDB storages get a heartbeat: a worker that stops beating (killed, machine gone) has its running
+trial marked failed by the next worker that looks, and a copy of it queued again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna.storages import JournalStorage, RDBStorage, RetryFailedTrialCallback
+from optuna.storages.journal import JournalFileBackend
+
+from netsize.errors import UserError
+
+
+def default_url(study_dir: Path) -> str:
+    return f"sqlite:///{(study_dir / 'study.db').resolve()}"
+
+
+def make_storage(url: str, heartbeat_seconds: int, max_retries: int) -> optuna.storages.BaseStorage:
+    """`postgresql://...`, `sqlite:///...`, or `journal:PATH` (an Optuna journal file)."""
+    if url.startswith("journal:"):
+        path = Path(url.removeprefix("journal:"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    if not url.startswith(("sqlite:", "postgresql:", "postgresql+", "mysql:", "mysql+")):
+        raise UserError(f"--storage {url}: use sqlite:///PATH, postgresql://USER@HOST:PORT/DB or "
+                        "journal:PATH.")
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return RDBStorage(
+            url,
+            heartbeat_interval=heartbeat_seconds,
+            grace_period=3 * heartbeat_seconds,
+            failed_trial_callback=RetryFailedTrialCallback(max_retry=max_retries),
+            engine_kwargs={"pool_pre_ping": True} if url.startswith("postgresql") else None,
+        )
+    except Exception as error:  # sqlalchemy/driver errors: unreachable server, bad URL
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"--storage {url}: cannot open the study storage ({first}); check the "
+                        "URL and that the database server is running.") from None

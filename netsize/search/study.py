@@ -1,0 +1,177 @@
+"""Multi-objective studies over whole runs: one trial is one grow (or prune) run, and every
+checkpoint of every trial is a point of the study's front.
+
+Workers are processes running the same command against one storage. The study stops at exactly
+`search.trials` completed trials: a trial that finds that many already complete or running
+before it (by trial number) ends at once as surplus, and a worker waits while others finish.
+"""
+
+from __future__ import annotations
+
+import statistics
+import warnings
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from netsize.recipe import EarlyStoppingConfig, Recipe, SearchConfig
+from netsize.search.space import apply, suggest
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+@dataclass
+class TrialResult:
+    points: list[dict[str, Any]]  # every checkpoint: tag, params, flops, val/test metric, path
+    curve: list[float] = field(default_factory=list)  # validation metric after each epoch
+    early_stopped: bool = False
+
+
+RunTrial = Callable[[Recipe, Path, Callable[[dict[str, Any]], bool]], TrialResult]
+
+
+def objective_names(cfg: SearchConfig) -> list[str]:
+    return ["val_metric", "params", "flops"] if cfg.flops_objective else ["val_metric", "params"]
+
+
+def _constraints(trial: FrozenTrial) -> list[float]:
+    return list(trial.user_attrs.get("constraints", [0.0]))
+
+
+def make_sampler(cfg: SearchConfig) -> optuna.samplers.BaseSampler:
+    constraints = _constraints if cfg.max_params is not None else None
+    if cfg.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=cfg.sampler_seed, constraints_func=constraints)
+    if cfg.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=cfg.sampler_seed)
+    return optuna.samplers.TPESampler(seed=cfg.sampler_seed, constraints_func=constraints)
+
+
+def open_study(storage: optuna.storages.BaseStorage, name: str,
+               cfg: SearchConfig) -> optuna.Study:
+    """Create the study, or join it when it exists (resuming, or another worker)."""
+    names = objective_names(cfg)
+    directions = [StudyDirection.MAXIMIZE] + [StudyDirection.MINIMIZE] * (len(names) - 1)
+    study = optuna.create_study(storage=storage, study_name=name, directions=directions,
+                                sampler=make_sampler(cfg), load_if_exists=True)
+    if list(study.directions) != directions:
+        from netsize.errors import UserError
+
+        raise UserError(f"study {name} exists with other objectives; pick another --study name.")
+    study.set_metric_names(names)
+    study.set_user_attr("sampler", {"name": cfg.sampler, "seed": cfg.sampler_seed})
+    return study
+
+
+def count(study: optuna.Study, *states: TrialState) -> int:
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+class MedianStopper:
+    """Early stopping: stop after an epoch whose validation metric is below the median of the
+    completed trials' metric at the same epoch."""
+
+    def __init__(self, study: optuna.Study, cfg: EarlyStoppingConfig):
+        self.study, self.cfg = study, cfg
+
+    def __call__(self, record: dict[str, Any]) -> bool:
+        epoch = int(record["epoch"])
+        if not self.cfg.enabled or epoch < self.cfg.min_epochs:
+            return False
+        curves = [t.user_attrs.get("curve", []) for t in
+                  self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        at_epoch = [c[epoch - 1] for c in curves if len(c) >= epoch]
+        if len(at_epoch) < self.cfg.min_trials:
+            return False
+        return float(record["val_metric"]) < statistics.median(at_epoch)
+
+
+def _objective(study: optuna.Study, base: Recipe, origin: str, run_trial: RunTrial,
+               trials_root: Path) -> Callable[[optuna.Trial], tuple[float, ...]]:
+    cfg = base.search
+
+    def objective(trial: optuna.Trial) -> tuple[float, ...]:
+        live = (TrialState.COMPLETE, TrialState.RUNNING)
+        ahead = [t for t in study.get_trials(deepcopy=False, states=live)
+                 if t.number < trial.number]
+        if len(ahead) >= cfg.trials:  # another worker got there first
+            trial.set_user_attr("surplus", True)
+            raise optuna.TrialPruned(f"{cfg.trials} trials already complete or running")
+        try:
+            values = suggest(trial, cfg.space)
+            recipe = apply(base, values, f"{origin} (trial {trial.number})")
+            result = run_trial(recipe, trials_root / f"{trial.number:04d}",
+                               MedianStopper(study, cfg.early_stopping))
+        except Exception as error:  # recorded on the trial; the study goes on
+            trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}")
+            raise
+        return _record(trial, cfg, result)
+
+    return objective
+
+
+def _record(trial: optuna.Trial, cfg: SearchConfig, result: TrialResult) -> tuple[float, ...]:
+    best = max(result.points, key=lambda p: (p["val_metric"], -p["params"]))
+    trial.set_user_attr("points", result.points)
+    trial.set_user_attr("curve", result.curve)
+    trial.set_user_attr("early_stopped", result.early_stopped)
+    trial.set_user_attr("best_checkpoint", best["path"])
+    if cfg.max_params is not None:
+        trial.set_user_attr("constraints", [float(best["params"] - cfg.max_params)])
+    values = [float(best["val_metric"]), float(best["params"])]
+    if cfg.flops_objective:
+        values.append(float(best["flops"]))
+    return tuple(values)
+
+
+def run_worker(study: optuna.Study, base: Recipe, origin: str, run_trial: RunTrial,
+               trials_root: Path, heartbeat: bool,
+               on_trial: Callable[[], None] | None = None) -> None:
+    """Run trials until the study holds search.trials completed ones.
+
+    heartbeat: the storage beats (RDB), so stale trials of dead workers can be failed here.
+    """
+    cfg = base.search
+    objective = _objective(study, base, origin, run_trial, trials_root)
+    while True:
+        if heartbeat:
+            optuna.storages.fail_stale_trials(study)  # a dead worker's trial -> failed, requeued
+        done = count(study, TrialState.COMPLETE)
+        if done >= cfg.trials:
+            return
+        busy = count(study, TrialState.RUNNING)
+        if done + busy >= cfg.trials and count(study, TrialState.WAITING) == 0:
+            time.sleep(min(2.0, float(cfg.heartbeat_seconds)))  # others are finishing
+            continue
+        study.optimize(objective, n_trials=1, catch=(Exception,))
+        if on_trial is not None:
+            on_trial()
+
+
+def all_points(study: optuna.Study) -> list[dict[str, Any]]:
+    """Every checkpoint of every completed trial, tagged with its trial number."""
+    rows = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        for point in trial.user_attrs.get("points", []):
+            rows.append({"trial": trial.number, **point, **{f"param:{k}": v
+                                                            for k, v in trial.params.items()}})
+    return rows
+
+
+def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        rows.append({"trial": t.number, "state": t.state.name.lower(),
+                     "val_metric": t.values[0] if t.values else None,
+                     "params": t.values[1] if t.values else None,
+                     "early_stopped": t.user_attrs.get("early_stopped", False),
+                     "fail_reason": t.user_attrs.get("fail_reason", ""),
+                     **{f"param:{k}": v for k, v in t.params.items()}})
+    return rows
