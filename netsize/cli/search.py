@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,9 @@ def run_study(command: str, name: str, recipe: Recipe, origin: str, trials: int,
     url = storage_url or default_url(study_dir)
     cfg = recipe.search
     storage = make_storage(url, cfg.heartbeat_seconds, cfg.max_retries)
-    study = open_study(storage, study_name or f"{command}-{name}", cfg)
+    # Workers sharing an explicit storage sample from different seeds (their process ids).
+    salt = os.getpid() if storage_url is not None else 0
+    study = open_study(storage, study_name or f"{command}-{name}", cfg, salt)
     console.print(f"study [bold]{study.study_name}[/] in {url}: {trials} trials wanted, "
                   f"sampler {cfg.sampler} (seed {cfg.sampler_seed})")
     with _progress() as progress:

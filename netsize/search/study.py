@@ -9,8 +9,8 @@ before it (by trial number) ends at once as surplus, and a worker waits while ot
 from __future__ import annotations
 
 import statistics
-import warnings
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,18 +45,24 @@ def _constraints(trial: FrozenTrial) -> list[float]:
     return list(trial.user_attrs.get("constraints", [0.0]))
 
 
-def make_sampler(cfg: SearchConfig) -> optuna.samplers.BaseSampler:
+def make_sampler(cfg: SearchConfig, offset: int = 0) -> optuna.samplers.BaseSampler:
+    """The recipe's sampler; `offset` shifts its seed so a resumed study samples anew."""
+    seed = cfg.sampler_seed + offset
     constraints = _constraints if cfg.max_params is not None else None
     if cfg.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=cfg.sampler_seed, constraints_func=constraints)
+        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
     if cfg.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=cfg.sampler_seed)
-    return optuna.samplers.TPESampler(seed=cfg.sampler_seed, constraints_func=constraints)
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints)
 
 
-def open_study(storage: optuna.storages.BaseStorage, name: str,
-               cfg: SearchConfig) -> optuna.Study:
-    """Create the study, or join it when it exists (resuming, or another worker)."""
+def open_study(storage: optuna.storages.BaseStorage, name: str, cfg: SearchConfig,
+               worker_salt: int = 0) -> optuna.Study:
+    """Create the study, or join it when it exists (resuming, or another worker).
+
+    The sampler's seed is sampler_seed + the number of trials already stored (+ worker_salt,
+    for workers sharing a storage), so resuming does not replay the first trials' values.
+    """
     names = objective_names(cfg)
     directions = [StudyDirection.MAXIMIZE] + [StudyDirection.MINIMIZE] * (len(names) - 1)
     study = optuna.create_study(storage=storage, study_name=name, directions=directions,
@@ -65,6 +71,9 @@ def open_study(storage: optuna.storages.BaseStorage, name: str,
         from netsize.errors import UserError
 
         raise UserError(f"study {name} exists with other objectives; pick another --study name.")
+    existing = len(study.get_trials(deepcopy=False))
+    if existing or worker_salt:
+        study.sampler = make_sampler(cfg, existing + worker_salt)
     study.set_metric_names(names)
     study.set_user_attr("sampler", {"name": cfg.sampler, "seed": cfg.sampler_seed})
     return study
