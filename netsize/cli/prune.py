@@ -174,6 +174,29 @@ def _table(rows: list[dict[str, Any]], run_dir: Path) -> Table:
     return table
 
 
+def _prune_study(original: Original, splits: Splits, device: torch.device, trials: int,
+                 storage: str | None, study: str | None, out: Path | None, origin: str) -> None:
+    """--trials: each trial prunes the same original with sampled prune/train keys."""
+    from netsize.cli.search import run_study, study_dir_for
+    from netsize.search import TrialResult
+
+    if trials < 1:
+        raise UserError(f"--trials {trials}: give 1 or more.")
+
+    def run_trial(recipe: Recipe, trial_dir: Path, stopper: Any) -> TrialResult:
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        trial_original = Original(original.net, recipe, original.name, original.epochs,
+                                  original.foreign)
+        rows = run_prune(trial_original, splits, device, trial_dir)
+        points = [dict(r, tag=f"eps-{r['epsilon']:g}", step=0, epoch=0,
+                       path=str(trial_dir / r["path"]))
+                  for r in rows if r["variant"] == "pruned+transfer"]
+        return TrialResult(points)
+
+    run_study("prune", original.name, original.recipe, origin, trials, storage, study,
+              study_dir_for("prune", original.name, out), run_trial)
+
+
 @user_errors_exit_2
 def prune(
     target: Annotated[Path, typer.Argument(
@@ -190,6 +213,12 @@ def prune(
     seed: Annotated[int | None, typer.Option(help="Override the recipe's seed.")] = None,
     threads: Annotated[int | None, typer.Option(
         help="CPU threads for torch (default: torch's choice).")] = None,
+    trials: Annotated[int | None, typer.Option(
+        help="Run an Optuna study of N completed trials over the recipe's search.space.")] = None,
+    storage: Annotated[str | None, typer.Option(
+        help="Study storage: sqlite:///PATH, postgresql://..., journal:PATH.")] = None,
+    study: Annotated[str | None, typer.Option(
+        help="Study name to create or join (default: prune-<name>).")] = None,
 ) -> None:
     """Remove low-variability units, transfer the rest into a smaller dense network, fine-tune.
 
@@ -204,6 +233,9 @@ def prune(
     splits = load_data(parsed.data, parsed.seed)
     net, foreign = load_original(target, parsed, splits)
     original = Original(net, parsed, name, epochs, foreign)
+    if trials is not None:
+        _prune_study(original, splits, torch_device, trials, storage, study, out, str(target))
+        return
     run_dir = out or new_run_dir(Path("results") / "prune" / name, parsed.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_to_dict(parsed), sort_keys=False))
