@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import pickle
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,11 +23,11 @@ import torch_pruning as tp
 import torchvision
 from pydantic import ValidationError
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from netsize.errors import UserError
-from netsize.io import SPEC_FILE, WEIGHTS_FILE
+from netsize.io import SPEC_FILE, WEIGHTS_FILE, write_checkpoint_folder
 from netsize.recipe import ForeignModelConfig
 from netsize.scores import per_example_loss
 
@@ -349,17 +346,7 @@ def save_pruned(folder: Path, cfg: ForeignModelConfig, n_outputs: int, in_chans:
     text = json.dumps({"foreign": foreign, "structure": structure, **meta}, indent=2,
                       default=str)  # Path values in meta
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in state.items()}  # unshared
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
-        save_file(tensors, str(tmp / WEIGHTS_FILE))
-        (tmp / SPEC_FILE).write_text(text + "\n")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    write_checkpoint_folder(folder, tensors, text + "\n")
 
 
 def load_pruned(folder: str | Path) -> tuple[nn.Module, dict]:

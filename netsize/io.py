@@ -56,22 +56,27 @@ def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> Non
     atomic_write_text(path, buffer.getvalue())
 
 
-def save_checkpoint(folder: Path, spec: NetSpec, state: dict[str, torch.Tensor],
-                    meta: dict[str, Any]) -> None:
-    """Write folder/spec.json and folder/weights.safetensors, all or nothing."""
+def write_checkpoint_folder(folder: Path, tensors: dict[str, torch.Tensor], spec_text: str) -> None:
+    """folder/weights.safetensors + folder/spec.json, all or nothing (temp folder + rename)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
-        tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
         save_file(tensors, str(tmp / WEIGHTS_FILE))
-        (tmp / SPEC_FILE).write_text(json.dumps({"spec": spec.to_dict(), **meta}, indent=2,
-                                                default=_json_default))
+        (tmp / SPEC_FILE).write_text(spec_text)
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def save_checkpoint(folder: Path, spec: NetSpec, state: dict[str, torch.Tensor],
+                    meta: dict[str, Any]) -> None:
+    """Write folder/spec.json and folder/weights.safetensors, all or nothing."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    text = json.dumps({"spec": spec.to_dict(), **meta}, indent=2, default=_json_default)
+    write_checkpoint_folder(folder, tensors, text)
 
 
 def read_checkpoint_meta(folder: Path) -> dict[str, Any]:

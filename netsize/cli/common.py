@@ -7,13 +7,28 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import torch
 import typer
 from rich.console import Console
 
 from netsize.errors import UserError
+
+# Options shared by the commands (typer reads these annotations).
+SetOption = Annotated[list[str] | None, typer.Option(
+    "--set", help="Override a recipe key: --set section.key=value (repeatable).")]
+DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+SeedOption = Annotated[int | None, typer.Option(help="Override the recipe's seed.")]
+ThreadsOption = Annotated[int | None, typer.Option(
+    help="CPU threads for torch (default: torch's choice).")]
+TrialsOption = Annotated[int | None, typer.Option(
+    help="Run an Optuna study of N completed trials over the recipe's search.space.")]
+StorageOption = Annotated[str | None, typer.Option(
+    help="Study storage: sqlite:///PATH, postgresql://..., journal:PATH "
+         "(default: study.db in the study folder).")]
+StudyOption = Annotated[str | None, typer.Option(
+    help="Study name to create or join (default: <command>-<name>).")]
 
 console = Console()
 err_console = Console(stderr=True)

@@ -13,6 +13,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from netsize.cli.common import (
+    DeviceOption,
+    SeedOption,
+    SetOption,
+    StorageOption,
+    StudyOption,
+    ThreadsOption,
+    TrialsOption,
     console,
     new_run_dir,
     resolve_device,
@@ -146,21 +153,15 @@ def final_table(summary: RunSummary, front: list[dict[str, Any]], run_dir: Path)
 @user_errors_exit_2
 def grow(
     recipe: Annotated[Path, typer.Argument(help="YAML recipe, e.g. recipes/digits.yaml.")],
-    set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="Override a recipe key: --set train.lr=0.01 (repeatable).")] = None,
+    set_: SetOption = None,
     out: Annotated[Path | None, typer.Option(
         help="Run folder (default: results/grow/<recipe>/<timestamp>-s<seed>).")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    seed: Annotated[int | None, typer.Option(help="Override the recipe's seed.")] = None,
-    threads: Annotated[int | None, typer.Option(
-        help="CPU threads for torch (default: torch's choice).")] = None,
-    trials: Annotated[int | None, typer.Option(
-        help="Run an Optuna study of N completed trials over the recipe's search.space.")] = None,
-    storage: Annotated[str | None, typer.Option(
-        help="Study storage: sqlite:///PATH, postgresql://..., journal:PATH "
-             "(default: study.db in the study folder).")] = None,
-    study: Annotated[str | None, typer.Option(
-        help="Study name to create or join (default: grow-<recipe>).")] = None,
+    device: DeviceOption = "auto",
+    seed: SeedOption = None,
+    threads: ThreadsOption = None,
+    trials: TrialsOption = None,
+    storage: StorageOption = None,
+    study: StudyOption = None,
 ) -> None:
     """Train a small network and grow it when more capacity pays.
 

@@ -13,6 +13,13 @@ from rich.table import Table
 from torch import nn
 
 from netsize.cli.common import (
+    DeviceOption,
+    SeedOption,
+    SetOption,
+    StorageOption,
+    StudyOption,
+    ThreadsOption,
+    TrialsOption,
     console,
     new_run_dir,
     resolve_device,
@@ -205,20 +212,15 @@ def prune(
         help="Recipe for data and fine-tuning (default: the one the checkpoint carries).")] = None,
     epsilon: Annotated[list[str] | None, typer.Option(
         help="Pruning parameter; repeat it or give a list: --epsilon 0.5,0.8.")] = None,
-    set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="Override a recipe key: --set prune.criterion=cv (repeatable).")] = None,
+    set_: SetOption = None,
     out: Annotated[Path | None, typer.Option(
         help="Run folder (default: results/prune/<name>/<timestamp>-s<seed>).")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    seed: Annotated[int | None, typer.Option(help="Override the recipe's seed.")] = None,
-    threads: Annotated[int | None, typer.Option(
-        help="CPU threads for torch (default: torch's choice).")] = None,
-    trials: Annotated[int | None, typer.Option(
-        help="Run an Optuna study of N completed trials over the recipe's search.space.")] = None,
-    storage: Annotated[str | None, typer.Option(
-        help="Study storage: sqlite:///PATH, postgresql://..., journal:PATH.")] = None,
-    study: Annotated[str | None, typer.Option(
-        help="Study name to create or join (default: prune-<name>).")] = None,
+    device: DeviceOption = "auto",
+    seed: SeedOption = None,
+    threads: ThreadsOption = None,
+    trials: TrialsOption = None,
+    storage: StorageOption = None,
+    study: StudyOption = None,
 ) -> None:
     """Remove low-variability units, transfer the rest into a smaller dense network, fine-tune.
 

@@ -8,6 +8,10 @@ from typing import Annotated
 import typer
 
 from netsize.cli.common import (
+    DeviceOption,
+    SeedOption,
+    SetOption,
+    ThreadsOption,
     console,
     new_run_dir,
     resolve_device,
@@ -21,14 +25,12 @@ from netsize.recipe import load_recipe
 @user_errors_exit_2
 def train(
     recipe: Annotated[Path, typer.Argument(help="YAML recipe, e.g. recipes/digits_mlp.yaml.")],
-    set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="Override a recipe key: --set train.epochs=40 (repeatable).")] = None,
+    set_: SetOption = None,
     out: Annotated[Path | None, typer.Option(
         help="Run folder (default: results/train/<recipe>/<timestamp>-s<seed>).")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    seed: Annotated[int | None, typer.Option(help="Override the recipe's seed.")] = None,
-    threads: Annotated[int | None, typer.Option(
-        help="CPU threads for torch (default: torch's choice).")] = None,
+    device: DeviceOption = "auto",
+    seed: SeedOption = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Train the recipe's network at a fixed size: the recipe's grow section is ignored.
 
