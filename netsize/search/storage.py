@@ -6,7 +6,9 @@ trial marked failed by the next worker that looks, and a copy of it queued again
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import JournalStorage, RDBStorage, RetryFailedTrialCallback
@@ -30,13 +32,18 @@ def make_storage(url: str, heartbeat_seconds: int, max_retries: int) -> optuna.s
                         "journal:PATH.")
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    # Optuna 4.9 renamed failed_trial_callback to heartbeat_stale_trial_callback.
+    params = inspect.signature(RDBStorage).parameters
+    retry_key = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params
+                 else "failed_trial_callback")
+    retry: dict[str, Any] = {retry_key: RetryFailedTrialCallback(max_retry=max_retries)}
     try:
         return RDBStorage(
             url,
             heartbeat_interval=heartbeat_seconds,
             grace_period=3 * heartbeat_seconds,
-            failed_trial_callback=RetryFailedTrialCallback(max_retry=max_retries),
             engine_kwargs={"pool_pre_ping": True} if url.startswith("postgresql") else None,
+            **retry,
         )
     except Exception as error:  # sqlalchemy/driver errors: unreachable server, bad URL
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
