@@ -2,13 +2,15 @@
 
 Resuming adds only the missing trials, the study front is the Pareto front over every checkpoint
 of every completed trial, failing trials are recorded and the study goes on, bad space keys exit
-2 before any trial, journal storages work, and the median early-stopping rule.
+2 before any trial, journal storages work, and the median early-stopping rule. Two xfails: a
+worker never ends when every trial fails, or when a trial was left RUNNING in a journal file.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,8 +24,11 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
+import netsize.search.study as study_module
 from netsize.cli import app
-from netsize.recipe import EarlyStoppingConfig
+from netsize.errors import UserError
+from netsize.recipe import EarlyStoppingConfig, Recipe, load_recipe
+from netsize.search import TrialResult, make_storage, open_study, run_worker
 from netsize.search.study import MedianStopper
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -247,3 +252,85 @@ def test_median_stopper_counts_only_trials_that_reached_the_epoch():
 
 def test_median_stopper_disabled():
     assert not _stops(_study_with(CURVES), 3, 0.0, enabled=False)
+
+
+# Workers that never end (run_worker called in-process with a fake trial runner).
+
+
+class _Runaway(BaseException):
+    """Raised by the fakes to break out of a worker that would run or wait forever."""
+
+
+def _recipe(trials: int) -> Recipe:
+    recipe = load_recipe(RECIPE)
+    return recipe.model_copy(update={"search": recipe.search.model_copy(
+        update={"trials": trials})})
+
+
+def _result(*_: Any) -> TrialResult:
+    point = {"tag": "final", "step": 1, "epoch": 1, "params": 35, "flops": 56,
+             "val_metric": 0.5, "test_metric": 0.5, "path": "final"}
+    return TrialResult([point], [0.5])
+
+
+class _FakeTime:
+    """time for netsize.search.study: sleep() advances a clock instead of waiting."""
+
+    def __init__(self, limit: int):
+        self.offset, self.sleeps, self.limit = 0.0, 0, limit
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        self.offset += seconds
+        if self.sleeps > self.limit:
+            raise _Runaway
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    def perf_counter(self) -> float:
+        return time.perf_counter() + self.offset
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+def test_a_worker_whose_every_trial_fails_ends(tmp_path, monkeypatch):
+    monkeypatch.setattr(study_module, "time", _FakeTime(limit=1000))
+    recipe = _recipe(trials=2)
+    study = open_study(optuna.storages.InMemoryStorage(), "allfail", recipe.search)
+    calls = 0
+
+    def broken(*_: Any) -> TrialResult:
+        nonlocal calls
+        calls += 1
+        if calls > 100:
+            raise _Runaway
+        raise RuntimeError("this trial always breaks")
+
+    try:
+        run_worker(study, recipe, "test", broken, tmp_path, heartbeat=False)
+    except UserError:
+        pass  # giving up with an error (exit 2) is an acceptable end
+    except _Runaway:
+        pytest.fail(f"run_worker ran {calls - 1} failing trials and goes on")
+    assert _states(study).get(TrialState.COMPLETE, 0) == 0
+
+
+def test_a_trial_left_running_in_a_journal_does_not_block_forever(tmp_path, monkeypatch):
+    fake_time = _FakeTime(limit=1000)  # 1000 waits: over half an hour of simulated waiting
+    monkeypatch.setattr(study_module, "time", fake_time)
+    recipe = _recipe(trials=1)
+    storage = make_storage(f"journal:{tmp_path / 'study.log'}", 1, 2)
+    study = open_study(storage, "stale", recipe.search)
+    study.ask()  # a worker killed with SIGKILL in the middle of this trial: RUNNING for ever
+    try:
+        run_worker(study, recipe, "test", _result, tmp_path / "trials", heartbeat=False)
+    except UserError:
+        return  # refusing with advice about the stale trial is an acceptable end
+    except _Runaway:
+        pytest.fail(f"run_worker waited {fake_time.sleeps - 1} times for a dead worker")
+    assert _states(study).get(TrialState.COMPLETE, 0) == 1

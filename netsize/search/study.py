@@ -20,6 +20,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from netsize.errors import UserError
 from netsize.recipe import EarlyStoppingConfig, Recipe, SearchConfig
 from netsize.search.space import apply, suggest
 
@@ -68,8 +69,6 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, cfg: SearchConfi
     study = optuna.create_study(storage=storage, study_name=name, directions=directions,
                                 sampler=make_sampler(cfg), load_if_exists=True)
     if list(study.directions) != directions:
-        from netsize.errors import UserError
-
         raise UserError(f"study {name} exists with other objectives; pick another --study name.")
     existing = len(study.get_trials(deepcopy=False))
     if existing or worker_salt:
@@ -146,9 +145,13 @@ def run_worker(study: optuna.Study, base: Recipe, origin: str, run_trial: RunTri
     """Run trials until the study holds search.trials completed ones.
 
     heartbeat: the storage beats (RDB), so stale trials of dead workers can be failed here.
+    Gives up (UserError) after max(3, trials) failures in a row, and, without a heartbeat,
+    when others' running trials stay unfinished far longer than any trial took so far.
     """
     cfg = base.search
     objective = _objective(study, base, origin, run_trial, trials_root)
+    failures: list[FrozenTrial] = []
+    waiting_since: float | None = None
     while True:
         if heartbeat:
             optuna.storages.fail_stale_trials(study)  # a dead worker's trial -> failed, requeued
@@ -157,11 +160,40 @@ def run_worker(study: optuna.Study, base: Recipe, origin: str, run_trial: RunTri
             return
         busy = count(study, TrialState.RUNNING)
         if done + busy >= cfg.trials and count(study, TrialState.WAITING) == 0:
+            waiting_since = waiting_since if waiting_since is not None else time.monotonic()
+            if not heartbeat:
+                _give_up_on_stale(study, time.monotonic() - waiting_since)
             time.sleep(min(2.0, float(cfg.heartbeat_seconds)))  # others are finishing
             continue
-        study.optimize(objective, n_trials=1, catch=(Exception,))
+        waiting_since = None
+        study.optimize(objective, n_trials=1, catch=(Exception,),
+                       callbacks=[lambda _, t: _count_failure(failures, t)])
+        if len(failures) >= max(3, cfg.trials):
+            reason = failures[-1].user_attrs.get("fail_reason", "no reason recorded")
+            raise UserError(f"{len(failures)} trials failed in a row (the last: {reason}); fix "
+                            "the recipe or search.space and run the command again.")
         if on_trial is not None:
             on_trial()
+
+
+def _count_failure(failures: list[FrozenTrial], trial: FrozenTrial) -> None:
+    if trial.state == TrialState.FAIL:
+        failures.append(trial)
+    elif trial.state == TrialState.COMPLETE:
+        failures.clear()
+
+
+def _give_up_on_stale(study: optuna.Study, waited: float) -> None:
+    """Without a heartbeat a dead worker's trial stays RUNNING for ever: stop waiting once it
+    ran three times longer than the longest completed trial (and at least 3 minutes)."""
+    durations = [t.duration.total_seconds() for t in
+                 study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.duration]
+    if waited <= 3 * max([60.0, *durations]):
+        return
+    running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+    raise UserError(f"trials {running} of study {study.study_name} have run for {waited:.0f} s "
+                    "and this storage has no heartbeat; if their worker died, mark them failed "
+                    "(optuna's study.tell(n, state=FAIL)) or use an SQLite or PostgreSQL storage.")
 
 
 def all_points(study: optuna.Study) -> list[dict[str, Any]]:
