@@ -245,6 +245,16 @@ class SearchConfig(_Strict):
     max_retries: int = Field(2, ge=0)
 
 
+# -------------------------------------------------------------------------------------- compare
+class CompareConfig(_Strict):
+    """netsize compare: the fixed sweep, the schedule of the schedule-grown methods, targets."""
+
+    width_factors: list[Annotated[float, Field(gt=0.0)]] = Field([1.0, 2.0, 4.0], min_length=1)
+    schedule_times: int = Field(4, ge=1)  # grow-gradmax / grow-random: growth steps
+    schedule_amount: float = Field(0.5, gt=0.0)  # each adds this x the start widths
+    targets: list[float] = [0.7, 0.8]  # report the parameters needed to first reach these
+
+
 class Recipe(_Strict):
     seed: int = 0
     data: DataConfig
@@ -253,6 +263,7 @@ class Recipe(_Strict):
     grow: GrowConfig = GrowConfig()
     prune: PruneConfig = PruneConfig()
     search: SearchConfig = SearchConfig()
+    compare: CompareConfig = CompareConfig()
 
     @model_validator(mode="after")
     def _depth_needs_relu(self) -> Recipe:

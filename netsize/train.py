@@ -68,6 +68,7 @@ class RunSummary:
     checkpoints: list[dict[str, Any]] = field(default_factory=list)  # metadata only
     wall_seconds: float = 0.0
     growth_seconds: float = 0.0  # scoring + surgery + optimizer rebuild
+    train_flops: float = 0.0  # 3 x forward FLOPs x examples, summed over training steps
     final_spec: NetSpec | None = None
     early_stopped: bool = False
 
@@ -111,13 +112,15 @@ def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str,
 class Trainer:
     def __init__(self, recipe: Recipe, splits: Splits, device: torch.device,
                  reporter: Reporter | None = None, net: nn.Module | None = None,
-                 grow: bool = True, stopper: Callable[[dict[str, Any]], bool] | None = None):
+                 grow: bool = True, stopper: Callable[[dict[str, Any]], bool] | None = None,
+                 flops_budget: float | None = None):
         """Train `net` (default: a fresh one from recipe.model, seeded by recipe.seed).
 
         grow=False trains at a fixed size whatever recipe.grow says (fine-tuning, controls).
         stopper(epoch record) -> True ends training early (the search's early stopping).
+        flops_budget: stop once the training FLOPs reach it (compare's equal budgets).
         """
-        self.stopper = stopper
+        self.stopper, self.flops_budget = stopper, flops_budget
         self.recipe, self.splits, self.device = recipe, splits.to(device), device
         self.reporter = reporter or SilentReporter()
         self.grow = grow and recipe.grow.trigger != "none"
@@ -132,6 +135,7 @@ class Trainer:
         self.initial_widths = spec.widths() if spec else []
         self.initial_architecture = spec.describe() if spec else type(net).__name__
         self.initial_params = count_params(self.net)
+        self.flops_per_example = count_flops(self.net, splits.input_shape)
         self.gen = torch.Generator().manual_seed(recipe.seed)  # batch order, growth draws
         self.aug_gen = torch.Generator(device=device).manual_seed(recipe.seed + 1)
         n = len(self.splits.x_train)
@@ -161,6 +165,7 @@ class Trainer:
             sched.load_state_dict(self.sched.state_dict())
         carry_optimizer_state(self.opt, self.net, opt, new_net, index_map)
         self.net, self.opt, self.sched = new_net, opt, sched
+        self.flops_per_example = count_flops(self.net, self.splits.input_shape)
 
     def _growth_candidates(self) -> list[growth.Candidate]:
         cfg = self.recipe.grow
@@ -275,7 +280,10 @@ class Trainer:
             perm = torch.randperm(n, generator=self.gen).to(self.device)
             loss_sum = torch.zeros((), device=self.device)
             for b in range(self.steps_per_epoch):
-                loss_sum += self.train_step(perm[b * bs : (b + 1) * bs])
+                idx = perm[b * bs : (b + 1) * bs]
+                loss_sum += self.train_step(idx)
+                # forward + backward ~ 3 forward passes (FlopCounterMode counts a multiply-add as 2)
+                self.summary.train_flops += 3.0 * self.flops_per_example * len(idx)
                 self.step += 1
                 self.reporter.step(self.step, self.epoch)
                 if self.grow:
@@ -286,6 +294,9 @@ class Trainer:
                 raise UserError(f"training diverged: the loss is {loss} in epoch {epoch}; "
                                 "lower train.lr or add train.weight_decay.")
             if self.stopper is not None and self.stopper(self.summary.history[-1]):
+                self.summary.early_stopped = True
+                break
+            if self.flops_budget is not None and self.summary.train_flops >= self.flops_budget:
                 self.summary.early_stopped = True
                 break
         self._finish(started)

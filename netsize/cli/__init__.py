@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from netsize.cli.compare import compare
 from netsize.cli.grow import grow
 from netsize.cli.prune import prune
 from netsize.cli.train import train
@@ -25,6 +26,7 @@ def _root() -> None:
 app.command(no_args_is_help=True)(grow)
 app.command(no_args_is_help=True)(train)
 app.command(no_args_is_help=True)(prune)
+app.command(no_args_is_help=True)(compare)
 
 
 def main() -> None:

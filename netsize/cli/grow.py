@@ -88,14 +88,15 @@ def _progress() -> Progress:
 
 def run_grow(recipe: Recipe, recipe_name: str, run_dir: Path, device: torch.device,
              show_progress: bool = True, stopper: Callable[[dict[str, Any]], bool] | None = None,
-             ) -> tuple[RunSummary, list[dict[str, Any]]]:
+             flops_budget: float | None = None) -> tuple[RunSummary, list[dict[str, Any]]]:
     """Train with growth and write every output into run_dir. Returns the summary and front."""
     splits = load_data(recipe.data, recipe.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
     progress = _progress() if show_progress else None
     reporter = FileReporter(run_dir, recipe, splits, progress)
-    trainer = Trainer(recipe, splits, device, reporter, stopper=stopper)
+    trainer = Trainer(recipe, splits, device, reporter, stopper=stopper,
+                      flops_budget=flops_budget)
     if progress is not None:
         with progress:
             summary = trainer.fit()
@@ -131,6 +132,8 @@ def write_outputs(run_dir: Path, name: str, recipe: Recipe, task: str, summary: 
         "best_epoch": best["epoch"], "events": len(summary.events),
         "wall_seconds": summary.wall_seconds, "growth_seconds": summary.growth_seconds,
         "growth_share": summary.growth_seconds / max(summary.wall_seconds, 1e-9),
+        "train_flops": summary.train_flops, "early_stopped": summary.early_stopped,
+        "grow": {"trigger": recipe.grow.trigger, "init": recipe.grow.init},
         "first_epoch_params": first["params"],
     }
     write_json(run_dir / "summary.json", info)

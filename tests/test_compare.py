@@ -1,0 +1,155 @@
+"""netsize compare: hypervolume and fronts by hand, gates and their exit codes, saved runs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from netsize.cli import app
+from netsize.compare import (
+    check_requirement,
+    check_target,
+    hypervolume,
+    mark_front,
+    params_to_reach,
+    summarise,
+)
+from netsize.errors import UserError
+from netsize.report import pareto_front
+
+TINY = Path(__file__).resolve().parent.parent / "recipes" / "tiny"
+runner = CliRunner()
+
+
+def _pts(*pairs, method="m", seed=0):
+    return [{"params": p, "val_metric": v, "method": method, "seed": seed} for p, v in pairs]
+
+
+def test_hypervolume_of_a_single_point():
+    # log10 box from 10 to 1000 (2 decades) x height 0.5 above the reference metric 0
+    assert hypervolume(_pts((10, 0.5)), (1000, 0.0)) == pytest.approx(2 * 0.5)
+
+
+def test_hypervolume_staircase_by_hand():
+    rows = _pts((10, 0.5), (100, 0.8), (1000, 0.9))
+    # [1,2) x 0.5 + [2,3) x 0.8 + [3, log10 2000) x 0.9
+    expected = 0.5 + 0.8 + (math.log10(2000) - 3) * 0.9
+    assert hypervolume(rows, (2000, 0.0)) == pytest.approx(expected)
+
+
+def test_hypervolume_ignores_dominated_ties_and_duplicates():
+    base = _pts((10, 0.5), (100, 0.8))
+    noisy = base + _pts((10, 0.5), (100, 0.8), (100, 0.7), (50, 0.4), (10, 0.3))
+    assert hypervolume(noisy, (1000, 0.0)) == pytest.approx(hypervolume(base, (1000, 0.0)))
+
+
+def test_points_outside_the_reference_box_add_nothing():
+    assert hypervolume(_pts((5000, 0.9)), (1000, 0.0)) == 0.0
+    assert hypervolume(_pts((10, -0.1)), (1000, 0.0)) == 0.0
+
+
+def test_front_membership_per_method_and_overall():
+    rows = _pts((10, 0.5), (100, 0.6), method="a") + _pts((10, 0.7), (200, 0.9), method="b")
+    marked = {(r["method"], r["params"]): r for r in mark_front(rows)}
+    assert marked[("a", 100)]["on_method_front"] and not marked[("a", 100)]["on_front"]
+    assert marked[("b", 10)]["on_front"] and marked[("b", 200)]["on_front"]
+    assert [r["params"] for r in pareto_front(rows)] == [10, 200]
+
+
+def test_params_to_reach_targets():
+    rows = _pts((10, 0.5), (100, 0.75), (1000, 0.85), (50, 0.81))
+    assert params_to_reach(rows, 0.7) == 50
+    assert params_to_reach(rows, 0.8) == 50
+    assert params_to_reach(rows, 0.99) is None
+
+
+def test_requirements_and_targets():
+    rows = _pts((10, 0.5), (100, 0.9), method="grow") + _pts((100, 0.5), method="fixed")
+    summaries, _ = summarise(rows, {}, [0.8])
+    assert check_requirement("grow >= fixed", summaries)[0]
+    assert not check_requirement("grow < fixed", summaries)[0]
+    with pytest.raises(UserError, match="no method 'prune'"):
+        check_requirement("prune >= fixed", summaries)
+    with pytest.raises(UserError, match="METHOD >= METHOD"):
+        check_requirement("grow is better", summaries)
+    assert check_target(rows, 0.85, 200)[0]
+    assert not check_target(rows, 0.95, None)[0]
+    assert not check_target(rows, 0.85, 50)[0]
+
+
+def test_spread_over_seeds():
+    rows = _pts((10, 0.5), method="m", seed=0) + _pts((10, 0.7), method="m", seed=1)
+    (summary,), ref = summarise(rows, {}, [])
+    volumes = [hypervolume([r for r in rows if r["seed"] == s], ref) for s in (0, 1)]
+    assert summary.hypervolume == pytest.approx(sum(volumes) / 2)
+    assert summary.hypervolume_std == pytest.approx(abs(volumes[0] - volumes[1]) / 2)
+
+
+@pytest.fixture(scope="module")
+def saved_runs(tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("runs")
+    grown, fixed = root / "grown", root / "fixed"
+    assert runner.invoke(app, ["grow", str(TINY / "mlp_iris.yaml"), "--out", str(grown)]
+                         ).exit_code == 0
+    assert runner.invoke(app, ["train", str(TINY / "mlp_iris.yaml"), "--out", str(fixed)]
+                         ).exit_code == 0
+    return [grown, fixed]
+
+
+def test_comparing_saved_runs_trains_nothing(saved_runs, tmp_path, monkeypatch):
+    from netsize import train
+
+    def refuse(*_, **__):
+        raise AssertionError("compare of saved runs must not train")
+
+    monkeypatch.setattr(train.Trainer, "fit", refuse)
+    out = tmp_path / "cmp"
+    result = runner.invoke(app, ["compare", *map(str, saved_runs), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert {m["method"] for m in summary["methods"]} == {"grow-senn", "fixed"}
+    for name in ("points.csv", "points.json", "front.png", "report.md"):
+        assert (out / name).is_file()
+    points = json.loads((out / "points.json").read_text())
+    assert any(p["on_front"] for p in points)
+
+
+@pytest.mark.parametrize(("gate", "code"), [
+    (["--min-metric", "0.0"], 0),
+    (["--min-metric", "1.01"], 1),
+    (["--require", "grow-senn >= grow-senn"], 0),
+    (["--require", "grow-senn > grow-senn"], 1),
+    (["--require", "fixed >= prune"], 2),
+])
+def test_gate_exit_codes(saved_runs, tmp_path, gate, code):
+    result = runner.invoke(app, ["compare", *map(str, saved_runs), "--out", str(tmp_path / "c"),
+                                 *gate])
+    assert result.exit_code == code, result.output
+    if code == 1:
+        assert "gate failed" in result.output
+
+
+def test_bad_folders_and_methods_exit_2(tmp_path):
+    result = runner.invoke(app, ["compare", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "no such run folder" in result.output
+    result = runner.invoke(app, ["compare", str(tmp_path)])
+    assert result.exit_code == 2 and "not a netsize run folder" in result.output
+    result = runner.invoke(app, ["compare", str(TINY / "mlp_iris.yaml"), "--methods", "magic"])
+    assert result.exit_code == 2 and "magic" in result.output
+
+
+def test_compare_a_recipe_runs_every_method(tmp_path):
+    out = tmp_path / "cmp"
+    result = runner.invoke(app, ["compare", str(TINY / "prune_mlp.yaml"), "--out", str(out),
+                                 "--seeds", "2", "--methods", "fixed,grow-senn,grow-gradmax,prune"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    methods = {m["method"]: m for m in summary["methods"]}
+    assert set(methods) == {"fixed", "grow-senn", "grow-gradmax", "prune"}
+    assert all(m["train_flops"] > 0 for m in methods.values())
+    points = json.loads((out / "points.json").read_text())
+    assert {p["seed"] for p in points} == {0, 1}
