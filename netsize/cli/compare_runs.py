@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,7 @@ def run_method(method: str, recipe: Recipe, splits: Splits, root: Path, device: 
 def _run_prune(recipe: Recipe, splits: Splits, root: Path, device: torch.device,
                budget: float | None) -> None:
     """Prune the widest fixed model (trained here unless the fixed sweep already did)."""
+    started = time.perf_counter()
     widest = max(recipe.compare.width_factors)
     source = root / "fixed" / f"x{widest:g}"
     if not (source / "checkpoints" / "best").is_dir():
@@ -87,10 +89,13 @@ def _run_prune(recipe: Recipe, splits: Splits, root: Path, device: torch.device,
     original = Original(net, pruned_recipe, "prune", recipe.train.epochs, foreign=False)
     rows = run_prune(original, splits, device, folder)
     write_outputs(folder, "prune", rows, splits.task)
-    original_flops = json.loads((source / "summary.json").read_text())["train_flops"]
+    source_summary = json.loads((source / "summary.json").read_text())
+    original_flops = source_summary["train_flops"]
     finetune = sum(3.0 * r["flops"] * len(splits.x_train) * recipe.prune.finetune_epochs
                    for r in rows if r["variant"] == "pruned+transfer")
+    seconds = source_summary["wall_seconds"] + time.perf_counter() - started
     write_json(folder / "compute.json", {"train_flops": original_flops + finetune,
+                                         "wall_seconds": seconds,
                                          "note": "the original's training plus fine-tuning"})
 
 
@@ -140,10 +145,10 @@ def read_folder(folder: Path, label: str | None = None) -> dict[str, Any]:
         rows = [dict(r, tag=f"eps-{r['epsilon']:g}", path=str(folder / r["path"]))
                 for r in json.loads((folder / "results.json").read_text())
                 if r["variant"] == "pruned+transfer"]
-        compute = folder / "compute.json"
-        flops = json.loads(compute.read_text())["train_flops"] if compute.is_file() else \
-            float("nan")
-        seconds = float("nan")
+        compute_file = folder / "compute.json"
+        compute = json.loads(compute_file.read_text()) if compute_file.is_file() else {}
+        flops = float(compute.get("train_flops", float("nan")))
+        seconds = float(compute.get("wall_seconds", float("nan")))
     else:
         subs = sorted(p for p in folder.iterdir() if (p / "summary.json").is_file()) \
             if folder.is_dir() else []
