@@ -1,4 +1,4 @@
-"""Developer sessions: `nox -s tests`, `nox -s slow`, `nox -s lint`, `nox -s typecheck`, `nox -s smoke`.
+"""Developer sessions: `nox -s tests`, `slow`, `lint`, `typecheck` and `smoke`.
 
 Each session installs netsize into its own virtual environment (torch included, a few GB the first
 time); pass `-R` to reuse them on later runs.
