@@ -64,9 +64,11 @@ class FileReporter:
         self.events.append(record)
         write_json(self.run_dir / "events.json", self.events)
         if self.progress is not None:
+            change = (f"width layer {record['layer']} +{record['units']} units"
+                      if record["kind"] == "width" else
+                      f"depth: a {record['units']}-unit layer after layer {record['layer']}")
             self.progress.console.print(
-                f"[green]grow[/] step {record['step']}: {record['kind']} layer {record['layer']} "
-                f"+{record['units']} -> {record['architecture']} "
+                f"[green]grow[/] step {record['step']}: {change} -> {record['architecture']} "
                 f"({record['params_after']:,} params)", highlight=False)
 
     def checkpoint(self, ckpt: Checkpoint) -> None:
