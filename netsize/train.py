@@ -135,6 +135,7 @@ class Trainer:
         self.initial_widths = spec.widths() if spec else []
         self.initial_architecture = spec.describe() if spec else type(net).__name__
         self.initial_params = count_params(self.net)
+        # per-example forward FLOPs, counted again only when surgery changes the network
         self.flops_per_example = count_flops(self.net, splits.input_shape)
         self.gen = torch.Generator().manual_seed(recipe.seed)  # batch order, growth draws
         self.aug_gen = torch.Generator(device=device).manual_seed(recipe.seed + 1)
@@ -239,7 +240,7 @@ class Trainer:
             "epoch": self.epoch, "step": self.step, "train_loss": float(loss_sum) / batches,
             "val_loss": val_loss, "val_metric": val, "test_metric": test,
             "params": count_params(self.net),
-            "flops": count_flops(self.net, self.splits.input_shape),
+            "flops": self.flops_per_example,
             "lr": self.opt.param_groups[0]["lr"], "seconds": time.perf_counter() - started,
             "architecture": self._describe(),
         }
@@ -254,9 +255,8 @@ class Trainer:
 
     def _snapshot(self, tag: str, val: float, test: float) -> Checkpoint:
         state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
-        flops = count_flops(self.net, self.splits.input_shape)
         return Checkpoint(tag, self.step, self.epoch, getattr(self.net, "spec", None), state,
-                          count_params(self.net), flops, val, test)
+                          count_params(self.net), self.flops_per_example, val, test)
 
     def train_step(self, idx: torch.Tensor) -> torch.Tensor:
         s = self.splits

@@ -11,26 +11,15 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+
+# ---------------------------------------------------------------------------------------- helpers
+from nets import cnn, mlp, next_weight
 from torch import nn
 
 from netsize import growth, scores
 from netsize.model import Net, build
-from netsize.spec import LayerSpec, NetSpec
+from netsize.spec import NetSpec
 from netsize.surgery import deepen, widen
-
-
-# ---------------------------------------------------------------------------------------- helpers
-def mlp(widths: list[int], act: str = "relu", norm: bool = False, n_in: int = 6,
-        n_out: int = 3) -> NetSpec:
-    return NetSpec("mlp", (n_in,), n_out, tuple(LayerSpec(w, norm) for w in widths), act, 0.0)
-
-
-def cnn(stages: list[list[int]], shape: tuple[int, int, int], act: str = "relu",
-        norm: bool = False, n_out: int = 3, kernel: int = 3) -> NetSpec:
-    layers = tuple(LayerSpec(w, norm, stage=s, dropout=False)
-                   for s, stage in enumerate(stages) for w in stage)
-    return NetSpec("cnn", shape, n_out, layers, act, 0.0, kernel)
-
 
 SPECS: dict[str, NetSpec] = {
     "mlp-relu-bn": mlp([5, 4, 3], "relu", norm=True),
@@ -83,11 +72,6 @@ def loss_mean(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
     if task == "classification":
         return F.cross_entropy(out, y)
     return 0.5 * (out - y).pow(2).sum(1).mean()
-
-
-def next_weight(net: Net, layer: int) -> torch.Tensor:
-    return net.head.weight if layer == len(net.spec.layers) - 1 else \
-        net.hidden[layer + 1].op.weight
 
 
 def next_taps(net: Net, layer: int) -> tuple[int, ...]:

@@ -20,6 +20,7 @@ from netsize.search import (
     all_points,
     check_space,
     default_url,
+    has_heartbeat,
     make_storage,
     open_study,
     run_worker,
@@ -68,7 +69,7 @@ def run_study(command: str, name: str, recipe: Recipe, origin: str, trials: int,
 
         update()
         run_worker(study, recipe, origin, run_trial, study_dir / "trials",
-                   heartbeat=not url.startswith("journal:"), on_trial=update)
+                   heartbeat=has_heartbeat(storage), on_trial=update)
     front = write_study_outputs(study_dir, study.study_name, study, recipe)
     console.print(_front_table(front, study_dir))
 

@@ -24,6 +24,11 @@ def default_url(study_dir: Path) -> str:
     return f"sqlite:///{(study_dir / 'study.db').resolve()}"
 
 
+def has_heartbeat(storage: optuna.storages.BaseStorage) -> bool:
+    """RDB storages beat; journal files do not (a dead worker's trial is not failed for us)."""
+    return isinstance(storage, RDBStorage)
+
+
 def make_storage(url: str, heartbeat_seconds: int, max_retries: int) -> optuna.storages.BaseStorage:
     """`postgresql://...`, `sqlite:///...`, or `journal:PATH` (an Optuna journal file)."""
     if url.startswith("journal:"):
