@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from netsize.transfer import Original, prune_once, train_fixed
 from rich.console import Console
 from rich.table import Table
 from torch import nn
@@ -26,7 +27,6 @@ from netsize.measure import size_row
 from netsize.model import build
 from netsize.recipe import ForeignModelConfig, load_recipe
 from netsize.spec import spec_from_config
-from netsize.transfer import Original, prune_once, train_fixed
 
 ROOT = Path(__file__).resolve().parent.parent
 

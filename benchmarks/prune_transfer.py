@@ -17,6 +17,7 @@ import statistics
 from pathlib import Path
 
 import torch
+from netsize.transfer import Original, finetune, measure, prune_once, scratch_control, train_fixed
 from rich.console import Console
 from rich.table import Table
 
@@ -24,7 +25,6 @@ from netsize.data import load_data
 from netsize.model import build
 from netsize.recipe import load_recipe
 from netsize.spec import spec_from_config
-from netsize.transfer import Original, finetune, measure, prune_once, scratch_control, train_fixed
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = {"digits": ROOT / "recipes" / "digits_mlp.yaml",

@@ -1,6 +1,7 @@
 """Comparing methods on one budget: fronts, hypervolume, parameters to reach a target, gates.
 
-Pure functions over rows of plain numbers (no torch): each row is one checkpoint with at least
+Pure functions over rows of plain numbers (no torch), and the compare section of a recipe.
+Each row is one checkpoint with at least
 `method`, `seed`, `params` and `val_metric`.
 """
 
@@ -10,10 +11,24 @@ import math
 import re
 import statistics
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import Field
+
+from netsize.config import Strict
 from netsize.errors import UserError
 from netsize.report import pareto_front
+
+
+class CompareConfig(Strict):
+    """netsize compare: the fixed sweep, the schedule of the schedule-grown methods, targets."""
+
+    width_factors: list[Annotated[float, Field(gt=0.0, le=1e3)]] = Field(
+        [1.0, 2.0, 4.0], min_length=1, max_length=100)
+    schedule_times: int = Field(4, ge=1, le=1000)  # grow-gradmax / grow-random: growth steps
+    schedule_amount: float = Field(0.5, gt=0.0, le=64.0)  # each adds this x the start widths
+    # report the parameters needed to first reach these metrics
+    targets: list[float] = Field([0.7, 0.8], max_length=100)
 
 
 def reference_point(rows: list[dict[str, Any]]) -> tuple[float, float]:

@@ -11,18 +11,80 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 
+from netsize.config import MAX_EXAMPLES, MAX_FEATURES, MAX_WIDTH, Strict
 from netsize.errors import UserError
-from netsize.recipe import AugmentConfig, CsvData, SklearnData, SyntheticData, TorchvisionData
 from netsize.vision_files import CIFAR, load_cifar, load_mnist
 
 Task = Literal["classification", "regression"]
 MAX_AUTO_CLASSES = 20  # csv task auto: integer targets with at most this many values = classes
+
+
+# ----------------------------------------------------------------------------------- config
+class AugmentConfig(Strict):
+    crop_padding: int = Field(0, ge=0, le=16)  # pixels of zero padding for the random crop
+    flip: bool = False  # random horizontal flip
+
+
+class _DataCommon(Strict):
+    val_fraction: float = Field(0.15, gt=0.0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0.0, lt=0.5)
+    augment: AugmentConfig = AugmentConfig()
+    standardize: bool = True
+
+
+SklearnName = Literal["digits", "iris", "wine", "breast_cancer", "diabetes"]
+
+
+class SklearnData(_DataCommon):
+    source: Literal["sklearn"]
+    name: SklearnName
+    as_image: bool = False  # digits only: 1x8x8 images for a CNN instead of 64 features
+
+    @model_validator(mode="after")
+    def _image_only_for_digits(self) -> SklearnData:
+        if self.as_image and self.name != "digits":
+            raise ValueError("as_image is only available for name: digits")
+        return self
+
+
+class TorchvisionData(_DataCommon):
+    source: Literal["torchvision"]
+    name: Literal["CIFAR10", "CIFAR100", "MNIST", "FashionMNIST"]
+    root: str = "data"
+    download: bool = False
+    # use only the first N training images (quick runs); the test split stays whole
+    limit: int | None = Field(None, gt=0, le=MAX_EXAMPLES)
+
+
+class CsvData(_DataCommon):
+    source: Literal["csv"]
+    path: str
+    target: str
+    task: Literal["auto", "classification", "regression"] = "auto"
+
+
+class SyntheticData(_DataCommon):
+    """GradMax's teacher-student task: a random MLP teacher labels Gaussian inputs (MSE)."""
+
+    source: Literal["synthetic"]
+    name: Literal["teacher_student"] = "teacher_student"
+    n_samples: int = Field(1000, ge=10, le=MAX_EXAMPLES)
+    in_features: int = Field(10, ge=1, le=MAX_FEATURES)
+    teacher_hidden: int = Field(10, ge=1, le=MAX_WIDTH)
+    out_features: int = Field(10, ge=1, le=MAX_WIDTH)
+    noise: float = Field(0.0, ge=0.0, le=1e6)
+
+
+DataConfig = Annotated[
+    SklearnData | TorchvisionData | CsvData | SyntheticData, Field(discriminator="source")
+]
 
 
 @dataclass(frozen=True)
@@ -157,9 +219,8 @@ def _load_torchvision(cfg: TorchvisionData, seed: int) -> Splits:
         (x_tr, y_tr), (x_te, y_te) = load_cifar(cfg)
     else:
         (x_tr, y_tr), (x_te, y_te) = load_mnist(cfg, True), load_mnist(cfg, False)
-    if cfg.limit is not None:
-        keep = cfg.limit
-        x_tr, y_tr, x_te, y_te = x_tr[:keep], y_tr[:keep], x_te[:keep], y_te[:keep]
+    if cfg.limit is not None:  # the training images only: the official test set stays whole
+        x_tr, y_tr = x_tr[: cfg.limit], y_tr[: cfg.limit]
     # The official test set is the test split; validation is carved out of the training set.
     train, val, _ = _split_indices(y_tr, len(x_tr), cfg.val_fraction, 0.0, seed)
     n_classes = int(max(y_tr.max().item(), y_te.max().item())) + 1

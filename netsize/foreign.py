@@ -26,10 +26,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from netsize.architecture import ForeignModelConfig
 from netsize.errors import UserError
 from netsize.io import SPEC_FILE, WEIGHTS_FILE, write_checkpoint_folder
-from netsize.recipe import ForeignModelConfig
-from netsize.scores import per_example_loss
+from netsize.losses import per_example_loss
 
 Stats = tuple[Tensor, Tensor, str]  # x (N, *input_shape), y (N,) or (N, k), task
 CRITERIA = ("variability", "cv", "magnitude", "taylor")

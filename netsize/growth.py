@@ -12,12 +12,44 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+from pydantic import Field
 
 from netsize import scores
+from netsize.config import MAX_BATCH, MAX_LAYERS, MAX_PARAMS, MAX_STEPS, MAX_WIDTH, Strict
 from netsize.model import Net
-from netsize.recipe import GrowConfig
 from netsize.spec import NetSpec
 from netsize.surgery import IndexMap, deepen, widen
+
+
+class ScheduleConfig(Strict):
+    """GradMax's fixed schedule: widen every hidden layer at steps start, start+every, ..."""
+
+    start: int = Field(10_000, ge=0, le=MAX_STEPS)
+    every: int = Field(2_500, ge=1, le=MAX_STEPS)
+    times: int = Field(12, ge=1, le=MAX_LAYERS)
+    # fraction of each layer's initial width added each time, at least 1 unit
+    amount: float = Field(0.25, gt=0.0, le=64.0)
+
+
+class GrowConfig(Strict):
+    trigger: Literal["none", "senn", "schedule"] = "senn"
+    init: Literal["gradmax", "random", "zero_out"] = "gradmax"
+    candidates: list[Literal["width", "depth"]] = ["width", "depth"]
+    tau: float = Field(2.0, ge=1.0, le=1e12)  # accept if eta_expanded / eta_current > tau
+    # absolute gain threshold (SENN), relative to |dL/dy|^2
+    alpha: float = Field(0.0, ge=0.0, le=1e12)
+    lambda_n: float = Field(0.0, ge=0.0, le=1e12)  # size penalty exp(-lambda_n * added_params^2)
+    damping: float = Field(1e-3, gt=0.0, le=1e12)  # added to the diagonal Fisher
+    check_every: int = Field(50, ge=1, le=MAX_STEPS)  # steps between checks
+    cooldown: int = Field(100, ge=0, le=MAX_STEPS)  # steps without checks after an expansion
+    increment: int = Field(4, ge=1, le=MAX_WIDTH)  # units added by one width expansion
+    fanout_scale: float = Field(0.5, gt=0.0, le=1e3)  # new fan-out column norm / mean existing norm
+    score_batch: int = Field(256, ge=2, le=MAX_BATCH)  # training examples used per check
+    max_width: int = Field(256, ge=1, le=MAX_WIDTH)
+    max_layers: int = Field(8, ge=1, le=MAX_LAYERS)  # hidden layers in total (all stages for a CNN)
+    max_params: int = Field(10_000_000, ge=1, le=MAX_PARAMS)
+    max_events: int = Field(50, ge=0, le=MAX_STEPS)
+    schedule: ScheduleConfig = ScheduleConfig()
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,7 @@
-"""Files: atomic writes, and checkpoints as spec.json + weights.safetensors (never pickles)."""
+"""Checkpoints as spec.json + weights.safetensors (never pickles)."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import shutil
@@ -16,44 +14,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from netsize.errors import UserError
+from netsize.files import json_default
 from netsize.model import Net, build
 from netsize.spec import NetSpec
 
 SPEC_FILE = "spec.json"
 WEIGHTS_FILE = "weights.safetensors"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and rename: never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return list(value)
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
 
 
 def write_checkpoint_folder(folder: Path, tensors: dict[str, torch.Tensor], spec_text: str) -> None:
@@ -75,7 +41,7 @@ def save_checkpoint(folder: Path, spec: NetSpec, state: dict[str, torch.Tensor],
                     meta: dict[str, Any]) -> None:
     """Write folder/spec.json and folder/weights.safetensors, all or nothing."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    text = json.dumps({"spec": spec.to_dict(), **meta}, indent=2, default=_json_default)
+    text = json.dumps({"spec": spec.to_dict(), **meta}, indent=2, default=json_default)
     write_checkpoint_folder(folder, tensors, text)
 
 

@@ -1,14 +1,18 @@
-"""Size and speed of a model: parameters, FLOPs, CPU latency."""
+"""Size, speed and quality of a model: parameters, FLOPs, CPU latency, validation/test metric."""
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
+from typing import Any
 
 import torch
 from torch import nn
 
+from netsize.data import Splits
 from netsize.model import count_flops, count_params
+from netsize.train import evaluate
 
 
 @torch.inference_mode()
@@ -35,3 +39,12 @@ def size_row(model: nn.Module, input_shape: tuple[int, ...],
     for batch in batches:
         row[f"latency_b{batch}_ms"] = latency_ms(model, input_shape, batch)
     return row
+
+
+def measure(net: nn.Module, splits: Splits, device: torch.device) -> dict[str, Any]:
+    """Validation and test metric, parameters, FLOPs and CPU latency at batch 1 and 64."""
+    s = splits.to(device)
+    _, val = evaluate(net, s.x_val, s.y_val, s.task)
+    _, test = evaluate(net, s.x_test, s.y_test, s.task)
+    cpu = copy.deepcopy(net).cpu()
+    return {"val_metric": val, "test_metric": test, **size_row(cpu, splits.input_shape)}

@@ -8,14 +8,41 @@ a channel (cnn; its statistics run over examples and positions).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import Field, field_validator
 
 from netsize import scores
+from netsize.config import MAX_EPOCHS, MAX_EXAMPLES, MAX_WIDTH, Strict
 from netsize.errors import UserError
 from netsize.model import Net
 from netsize.spec import NetSpec
 from netsize.surgery import narrow
+
+
+class PruneConfig(Strict):
+    """Prune-and-transfer (ODF2NNA): drop low-scoring units, copy the rest, fine-tune."""
+
+    criterion: Literal["variability", "cv", "magnitude", "taylor"] = "variability"
+    # Units scoring below epsilon * (mean score of their layer, or of all units if global)
+    # are removed. A list tries each value and gives a front over them. For timm/torchvision
+    # models each value is instead the share of channels removed (0 < epsilon < 1).
+    epsilon: list[Annotated[float, Field(ge=0.0, le=1e6)]] = Field([0.5], min_length=1,
+                                                                  max_length=1000)
+    scope: Literal["layer", "global"] = "layer"
+    min_units: int = Field(0, ge=0, le=MAX_WIDTH)  # keep at least this many units per layer
+    fold_mean: bool = True  # fold each removed unit's mean activation into the next bias
+    finetune_epochs: int = Field(5, ge=0, le=MAX_EPOCHS)
+    lr: float | None = Field(None, gt=0.0, le=1e3)  # fine-tuning learning rate (default: train.lr)
+    control: bool = True  # also train the pruned architecture from scratch
+    # training examples used for unit statistics
+    stats_examples: int = Field(2048, ge=1, le=MAX_EXAMPLES)
+
+    @field_validator("epsilon", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int | float) else value
 
 
 @dataclass

@@ -3,18 +3,49 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
+
+from netsize.files import write_csv, write_json
+
+# The two objectives of every front in netsize, defined once.
+OBJECTIVES = {"val_metric": "maximize", "params": "minimize"}
 
 
-def pareto_front(rows: list[dict[str, Any]], metric: str = "val_metric",
-                 size: str = "params") -> list[dict[str, Any]]:
+class Point(TypedDict, total=False):
+    """One checkpoint on the size/metric plane: a row of every front, CSV and JSON netsize writes.
+
+    params and val_metric are always present; the rest depends on who made the point.
+    """
+
+    tag: str  # checkpoint name: "event-003", "best", "final", "eps-0.5", ...
+    params: int
+    val_metric: float  # accuracy, or R^2 for regression
+    test_metric: float
+    flops: int  # forward FLOPs per example
+    step: int
+    epoch: int
+    path: str  # checkpoint folder
+    method: str  # compare: fixed, grow-senn, prune, ...
+    seed: int
+    trial: int  # studies
+    variant: str  # prune: original, pruned+transfer, from-scratch
+    epsilon: float | str
+
+
+def task_metric(task: str) -> str:
+    """The name of the metric of a task: accuracy (classification) or R^2 (regression)."""
+    return "accuracy" if task == "classification" else "R^2"
+
+
+def pareto_front(rows: list[Any], metric: str = "val_metric",
+                 size: str = "params") -> list[Any]:
     """Rows not dominated by any other (higher metric is better, smaller size is better).
 
     A row is dominated when another is at least as good on both and better on one. Exact
     duplicates are all kept once (the first). Returned sorted by size.
     """
     ordered = sorted(rows, key=lambda r: (r[size], -r[metric]))
-    front: list[dict[str, Any]] = []
+    front: list[Any] = []
     best = float("-inf")
     for row in ordered:
         if row[metric] > best:
@@ -23,18 +54,23 @@ def pareto_front(rows: list[dict[str, Any]], metric: str = "val_metric",
     return front
 
 
-def plot_front(path: Path, rows: list[dict[str, Any]], front: list[dict[str, Any]],
-               title: str, metric_name: str) -> None:
+def plot_fronts(path: Path, groups: dict[str, list[Point]], title: str, metric_name: str) -> None:
+    """Every point as a dot and each group's Pareto front as a step line, parameters on log10."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    ax.scatter([r["params"] for r in rows], [r["val_metric"] for r in rows], s=18,
-               color="#9aa5b1", label="checkpoints")
-    ax.step([r["params"] for r in front], [r["val_metric"] for r in front], where="post",
-            color="#d9480f", marker="o", label="Pareto front")
+    fig, ax = plt.subplots(figsize=(7.2, 4.6), dpi=120)
+    single = len(groups) == 1
+    for i, (label, points) in enumerate(sorted(groups.items())):
+        colour = "#d9480f" if single else f"C{i}"
+        ax.scatter([p["params"] for p in points], [p["val_metric"] for p in points], s=16,
+                   color="#9aa5b1" if single else colour, alpha=1.0 if single else 0.35,
+                   label="checkpoints" if single else None)
+        front = pareto_front(points)
+        ax.step([p["params"] for p in front], [p["val_metric"] for p in front], where="post",
+                color=colour, marker="o", label="Pareto front" if single else label)
     ax.set_xscale("log")
     ax.set_xlabel("parameters")
     ax.set_ylabel(f"validation {metric_name}")
@@ -47,6 +83,26 @@ def plot_front(path: Path, rows: list[dict[str, Any]], front: list[dict[str, Any
     fig.savefig(tmp)
     plt.close(fig)
     tmp.replace(path)
+
+
+def write_front(folder: Path, points: list[Point], columns: list[str], title: str,
+                metric_name: str, group_by: str | None = None,
+                about: dict[str, Any] | None = None) -> list[Point]:
+    """front.csv, front.json and front.png of `points` in `folder`; returns the front.
+
+    The one writer of fronts: grow, train, prune, studies and compare all call it. group_by
+    (e.g. "method") draws one front per group in the plot; the files hold the overall front.
+    """
+    front = pareto_front(points)
+    write_csv(folder / "front.csv", front, columns)
+    write_json(folder / "front.json", {**(about or {}), "metric": metric_name,
+                                       "objectives": OBJECTIVES, "points": front})
+    if points:
+        groups: dict[str, list[Point]] = {}
+        for p in points:
+            groups.setdefault(str(p.get(group_by, "")) if group_by else "", []).append(p)
+        plot_fronts(folder / "front.png", groups, title, metric_name)
+    return front
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:

@@ -21,18 +21,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from netsize.losses import per_example_loss
 from netsize.model import Net, activation_slope_at_zero, running_stats
-
-
-def per_example_loss(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
-    """(N,) loss of each example: cross-entropy, or squared error summed over targets / 2."""
-    if task == "classification":
-        return F.cross_entropy(out, y, reduction="none")
-    return 0.5 * (out - y).pow(2).sum(dim=1)
-
-
-def batch_loss(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
-    return per_example_loss(out, y, task).mean()
 
 
 @dataclass

@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
-from netsize.recipe import CnnConfig, MlpConfig
-
 
 @dataclass(frozen=True)
 class LayerSpec:
@@ -73,22 +71,3 @@ class NetSpec:
         fields["input_shape"] = tuple(fields["input_shape"])
         return NetSpec(layers=layers, **fields)
 
-
-def spec_from_config(
-    model: MlpConfig | CnnConfig, input_shape: tuple[int, ...], n_outputs: int
-) -> NetSpec:
-    norm = model.norm == "batch"
-    if isinstance(model, MlpConfig):
-        flat = 1
-        for dim in input_shape:
-            flat *= dim
-        layers = tuple(LayerSpec(width=w, norm=norm) for w in model.hidden)
-        return NetSpec("mlp", (flat,), n_outputs, layers, model.activation, model.dropout)
-    if len(input_shape) != 3:
-        raise ValueError("a cnn needs image data (C, H, W)")
-    layers = tuple(
-        LayerSpec(width=w, norm=norm, stage=s, dropout=False)
-        for s, stage in enumerate(model.stages)
-        for w in stage
-    )
-    return NetSpec("cnn", input_shape, n_outputs, layers, model.activation, 0.0, model.kernel_size)

@@ -11,19 +11,44 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 
 from netsize import growth
+from netsize.architecture import NATIVE, spec_from_config
+from netsize.config import MAX_BATCH, MAX_EPOCHS, Strict
 from netsize.data import Splits, augment_batch
 from netsize.errors import UserError
+from netsize.losses import batch_loss
 from netsize.model import Net, build, count_flops, count_params
-from netsize.recipe import CnnConfig, MlpConfig, Recipe, TrainConfig
-from netsize.scores import batch_loss
-from netsize.spec import NetSpec, spec_from_config
+from netsize.spec import NetSpec
 from netsize.surgery import IndexMap, carry_optimizer_state
+
+if TYPE_CHECKING:
+    from netsize.recipe import Recipe
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(20, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH)
+    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0.0, le=1e3)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0.0, le=1e3)
+    scheduler: Literal["none", "cosine", "plateau"] = "none"
+    plateau_patience: int = Field(3, ge=0, le=MAX_EPOCHS)  # epochs without validation improvement
+    plateau_factor: float = Field(0.5, gt=0.0, lt=1.0)
+    eval_batch_size: int = Field(1024, ge=1, le=MAX_BATCH)
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> TrainConfig:
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0.0):
+            raise ValueError("nesterov needs optimizer: sgd with momentum > 0")
+        return self
 
 
 @dataclass
@@ -126,7 +151,7 @@ class Trainer:
         self.grow = grow and recipe.grow.trigger != "none"
         torch.manual_seed(recipe.seed)
         if net is None:
-            if not isinstance(recipe.model, MlpConfig | CnnConfig):
+            if not isinstance(recipe.model, NATIVE):
                 raise UserError(f"model.kind: {recipe.model.kind} models cannot be trained or "
                                 "grown from scratch here; use netsize prune on them.")
             net = build(spec_from_config(recipe.model, splits.input_shape, splits.n_outputs))

@@ -12,9 +12,9 @@ import torch
 from nets import batch, cnn, make_net, mlp, next_weight
 
 from netsize import growth
+from netsize.losses import batch_loss
 from netsize.model import Net
 from netsize.recipe import TrainConfig
-from netsize.scores import batch_loss
 from netsize.surgery import carry_optimizer_state, deepen, widen
 from netsize.train import make_optimizer
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.func import functional_call, grad, vmap
 
-from netsize import scores
+from netsize import losses, scores
 from netsize.model import build
 from netsize.spec import LayerSpec, NetSpec
 
@@ -25,7 +25,7 @@ def _reference_eta(net, x, y, task, damping):
 
     def loss(prm, xi, yi):
         out = functional_call(net, (prm, buffers), (xi[None],))
-        return scores.per_example_loss(out, yi[None], task).sum()
+        return losses.per_example_loss(out, yi[None], task).sum()
 
     grads = vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
     flat = torch.cat([g.flatten(1) for g in grads.values()], dim=1)

@@ -17,8 +17,8 @@ from nets import batch, cnn, make_net, mlp, next_weight
 from torch import nn
 
 from netsize import growth
+from netsize.losses import batch_loss
 from netsize.model import Net, count_params
-from netsize.scores import batch_loss
 from netsize.spec import NetSpec
 from netsize.surgery import deepen, remap, widen
 

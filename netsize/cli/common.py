@@ -53,6 +53,11 @@ def user_errors_exit_2(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def recipe_overrides(sets: list[str] | None, seed: int | None, *extra: str) -> list[str]:
+    """--set values, then the command's own overrides, then --seed (the last one wins)."""
+    return [*(sets or []), *extra, *([f"seed={seed}"] if seed is not None else [])]
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

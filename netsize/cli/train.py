@@ -12,13 +12,12 @@ from netsize.cli.common import (
     SeedOption,
     SetOption,
     ThreadsOption,
-    console,
-    new_run_dir,
+    recipe_overrides,
     resolve_device,
     set_threads,
     user_errors_exit_2,
 )
-from netsize.cli.grow import final_table, run_grow
+from netsize.cli.grow import OutOption, train_and_report
 from netsize.recipe import load_recipe
 
 
@@ -26,8 +25,7 @@ from netsize.recipe import load_recipe
 def train(
     recipe: Annotated[Path, typer.Argument(help="YAML recipe, e.g. recipes/digits_mlp.yaml.")],
     set_: SetOption = None,
-    out: Annotated[Path | None, typer.Option(
-        help="Run folder (default: results/train/<recipe>/<timestamp>-s<seed>).")] = None,
+    out: OutOption = None,
     device: DeviceOption = "auto",
     seed: SeedOption = None,
     threads: ThreadsOption = None,
@@ -38,13 +36,7 @@ def train(
 
     Example:  netsize train recipes/digits_mlp.yaml --out results/train/digits_mlp/run1
     """
-    overrides = [*(set_ or []), "grow.trigger=none"]
-    if seed is not None:
-        overrides.append(f"seed={seed}")
-    parsed = load_recipe(recipe, overrides)
+    parsed = load_recipe(recipe, [*recipe_overrides(set_, seed), "grow.trigger=none"])
     torch_device = resolve_device(device)
     set_threads(threads)
-    run_dir = out or new_run_dir(Path("results") / "train" / recipe.stem, parsed.seed)
-    console.print(f"netsize train [bold]{recipe}[/] on {torch_device} -> {run_dir}")
-    summary, front = run_grow(parsed, recipe.stem, run_dir, torch_device)
-    console.print(final_table(summary, front, run_dir))
+    train_and_report("train", recipe, parsed, out, torch_device)

@@ -1,15 +1,24 @@
-"""Optuna studies over netsize runs. The only package that imports optuna."""
+"""Optuna studies over netsize runs. The only package that imports optuna.
 
-from netsize.search.space import check_space
-from netsize.search.storage import default_url, has_heartbeat, make_storage
-from netsize.search.study import (
-    TrialResult,
-    all_points,
-    objective_names,
-    open_study,
-    run_worker,
-    trial_rows,
-)
+`netsize.search.config` (the recipe's search section) is light; the rest is imported on first
+use, so loading a recipe never loads optuna.
+"""
 
-__all__ = ["TrialResult", "all_points", "check_space", "default_url", "has_heartbeat",
-           "make_storage", "objective_names", "open_study", "run_worker", "trial_rows"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "check_space": "space", "default_url": "storage", "has_heartbeat": "storage",
+    "make_storage": "storage", "TrialResult": "study", "all_points": "study",
+    "objective_names": "study", "open_study": "study", "run_worker": "study",
+    "trial_rows": "study",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'netsize.search' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"netsize.search.{_EXPORTS[name]}"), name)

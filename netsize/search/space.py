@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
-import yaml
 
-from netsize.recipe import ParamSpace, Recipe, recipe_from_dict, recipe_to_dict
+from netsize.recipe import Recipe, derive
+from netsize.search.config import ParamSpace
 
 
 def suggest(trial: optuna.Trial, space: dict[str, ParamSpace]) -> dict[str, Any]:
@@ -25,18 +25,9 @@ def suggest(trial: optuna.Trial, space: dict[str, ParamSpace]) -> dict[str, Any]
     return values
 
 
-def as_overrides(values: dict[str, Any]) -> list[str]:
-    """{'grow.tau': 1.5} -> ['grow.tau=1.5'], values written as YAML flow scalars."""
-    out = []
-    for key, value in values.items():
-        text = yaml.safe_dump(value, default_flow_style=True).strip()
-        out.append(f"{key}={text.removesuffix('...').strip()}")
-    return out
-
-
 def apply(base: Recipe, values: dict[str, Any], origin: str) -> Recipe:
     """The base recipe with the sampled values, validated like any recipe."""
-    return recipe_from_dict(recipe_to_dict(base), origin, as_overrides(values))
+    return derive(base, values, origin)
 
 
 def check_space(base: Recipe, origin: str) -> None:

@@ -21,7 +21,8 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from netsize.errors import UserError
-from netsize.recipe import EarlyStoppingConfig, Recipe, SearchConfig
+from netsize.recipe import Recipe
+from netsize.search.config import EarlyStoppingConfig, SearchConfig
 from netsize.search.space import apply, suggest
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -1,0 +1,77 @@
+"""The model section of a recipe, and how it becomes a frozen `NetSpec`.
+
+This is the one module that reads model configs; the spec, the model builder and surgery know
+nothing of recipes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from netsize.config import MAX_LAYERS, MAX_WIDTH, Strict
+from netsize.spec import LayerSpec, NetSpec
+
+Activation = Literal["relu", "leaky_relu", "gelu", "tanh"]
+Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
+
+
+class MlpConfig(Strict):
+    kind: Literal["mlp"]
+    hidden: list[Width] = Field(min_length=1, max_length=MAX_LAYERS)
+    activation: Activation = "relu"
+    norm: Literal["none", "batch"] = "none"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class CnnConfig(Strict):
+    kind: Literal["cnn"]
+    # channels of each conv layer, grouped in stages; 2x2 max pooling between stages,
+    # global average pooling after the last one, then a linear head.
+    stages: list[list[Width]] = Field(min_length=1, max_length=MAX_LAYERS)
+    kernel_size: Literal[1, 3, 5] = 3
+    activation: Activation = "relu"
+    norm: Literal["none", "batch"] = "batch"
+
+    @model_validator(mode="after")
+    def _no_empty_stage(self) -> CnnConfig:
+        if any(len(stage) == 0 for stage in self.stages):
+            raise ValueError("every stage needs at least one conv layer")
+        if sum(len(stage) for stage in self.stages) > MAX_LAYERS:
+            raise ValueError(f"at most {MAX_LAYERS} conv layers in all")
+        return self
+
+
+class ForeignModelConfig(Strict):
+    """A timm or torchvision architecture by name, with its weights from a file (prune only)."""
+
+    kind: Literal["timm", "torchvision"]
+    name: str = Field(max_length=200)  # e.g. resnet18 (timm), mobilenet_v3_small (torchvision)
+    weights: str | None = None  # .safetensors, or a state_dict read with weights_only=True
+    num_classes: int | None = Field(None, ge=1, le=MAX_WIDTH)  # default: the data's outputs
+    in_chans: int | None = Field(None, ge=1, le=MAX_WIDTH)  # timm only; default: data channels
+
+
+ModelConfig = Annotated[MlpConfig | CnnConfig | ForeignModelConfig, Field(discriminator="kind")]
+NATIVE = (MlpConfig, CnnConfig)  # architectures netsize builds, trains and grows itself
+
+
+def spec_from_config(
+    model: MlpConfig | CnnConfig, input_shape: tuple[int, ...], n_outputs: int
+) -> NetSpec:
+    norm = model.norm == "batch"
+    if isinstance(model, MlpConfig):
+        flat = 1
+        for dim in input_shape:
+            flat *= dim
+        layers = tuple(LayerSpec(width=w, norm=norm) for w in model.hidden)
+        return NetSpec("mlp", (flat,), n_outputs, layers, model.activation, model.dropout)
+    if len(input_shape) != 3:
+        raise ValueError("a cnn needs image data (C, H, W)")
+    layers = tuple(
+        LayerSpec(width=w, norm=norm, stage=s, dropout=False)
+        for s, stage in enumerate(model.stages)
+        for w in stage
+    )
+    return NetSpec("cnn", input_shape, n_outputs, layers, model.activation, 0.0, model.kernel_size)

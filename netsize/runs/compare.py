@@ -1,0 +1,254 @@
+"""`compare_runs` and `compare_recipe`: growth, pruning and fixed sizes on one budget.
+
+Every method writes ordinary run folders (as grow, train and prune do); the comparison itself is
+always made from folders, so comparing saved runs and comparing fresh ones are the same code.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from netsize.architecture import CnnConfig, MlpConfig
+from netsize.compare import MethodSummary, check_requirement, check_target, mark_front, summarise
+from netsize.data import Splits, load_data
+from netsize.errors import UserError
+from netsize.files import atomic_write_text, write_csv, write_json
+from netsize.io import load_checkpoint
+from netsize.recipe import Recipe, derive
+from netsize.report import Point, write_front
+from netsize.runs.compare_report import claims, report
+from netsize.runs.grow import run_grow
+from netsize.runs.prune import Original, run_prune
+
+METHODS = ("fixed", "grow-senn", "grow-gradmax", "grow-random", "prune")
+POINT_COLUMNS = ["method", "seed", "tag", "params", "val_metric", "test_metric", "on_front",
+                 "on_method_front", "path"]
+
+
+@dataclass
+class CompareResult:
+    folder: Path
+    summaries: list[MethodSummary]
+    reference: tuple[float, float]  # (parameters, metric) of the hypervolume's reference point
+    gates: list[tuple[bool, str]] = field(default_factory=list)  # (holds, what was checked)
+    claims: list[str] = field(default_factory=list)  # each grow method against the fixed sweep
+
+    @property
+    def failed(self) -> list[str]:
+        return [text for ok, text in self.gates if not ok]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"reference_point": {"params": self.reference[0],
+                                    "val_metric": self.reference[1]},
+                "methods": [vars(s) for s in self.summaries],
+                "gates": [{"passed": ok, "check": text} for ok, text in self.gates]}
+
+
+# ---------------------------------------------------------------------------- running methods
+def _scaled_model(recipe: Recipe, factor: float) -> dict[str, Any]:
+    model = recipe.model
+    if isinstance(model, MlpConfig):
+        return {"model.hidden": [max(1, round(w * factor)) for w in model.hidden]}
+    if isinstance(model, CnnConfig):
+        return {"model.stages": [[max(1, round(w * factor)) for w in s] for s in model.stages]}
+    raise UserError("netsize compare RECIPE needs model.kind mlp or cnn.")
+
+
+def _schedule(recipe: Recipe, splits: Splits, init: str) -> dict[str, Any]:
+    n, bs = len(splits.x_train), recipe.train.batch_size
+    total = (n // bs + (1 if n % bs > 1 else 0)) * recipe.train.epochs
+    times = recipe.compare.schedule_times
+    every = max(1, total // (times + 2))
+    return {"grow.trigger": "schedule", "grow.init": init, "grow.schedule.start": every,
+            "grow.schedule.every": every, "grow.schedule.times": times,
+            "grow.schedule.amount": recipe.compare.schedule_amount}
+
+
+def run_method(method: str, recipe: Recipe, splits: Splits, root: Path, device: torch.device,
+               budget: float | None) -> None:
+    """Train one method for one seed, writing its run folders under root/<method>/."""
+    folder = root / method
+    if method == "fixed":
+        for factor in recipe.compare.width_factors:
+            r = derive(recipe, {"grow.trigger": "none", **_scaled_model(recipe, factor)})
+            run_grow(r, folder / f"x{factor:g}", name="fixed", device=device,
+                     flops_budget=budget)
+    elif method == "grow-senn":
+        r = derive(recipe, {"grow.trigger": "senn", "grow.init": "gradmax"})
+        run_grow(r, folder, name=method, device=device, flops_budget=budget)
+    elif method in ("grow-gradmax", "grow-random"):
+        r = derive(recipe, _schedule(recipe, splits, method.removeprefix("grow-")))
+        run_grow(r, folder, name=method, device=device, flops_budget=budget)
+    elif method == "prune":
+        _run_prune(recipe, splits, root, device, budget)
+    else:
+        raise UserError(f"--methods: unknown method {method!r}; choose from {', '.join(METHODS)}.")
+
+
+def _run_prune(recipe: Recipe, splits: Splits, root: Path, device: torch.device,
+               budget: float | None) -> None:
+    """Prune the widest fixed model (trained here unless the fixed sweep already did)."""
+    started = time.perf_counter()
+    widest = max(recipe.compare.width_factors)
+    source = root / "fixed" / f"x{widest:g}"
+    if not (source / "checkpoints" / "best").is_dir():
+        r = derive(recipe, {"grow.trigger": "none", **_scaled_model(recipe, widest)})
+        source = root / "prune" / "original"
+        run_grow(r, source, name="fixed", device=device, flops_budget=budget)
+    net, _ = load_checkpoint(source / "checkpoints" / "best")
+    pruned_recipe = derive(recipe, {"prune.control": False})
+    original = Original(net, pruned_recipe, "prune", recipe.train.epochs, foreign=False)
+    folder = root / "prune"
+    rows = run_prune(original, splits, folder, device=device).rows
+    source_summary = json.loads((source / "summary.json").read_text())
+    finetune = sum(3.0 * r["flops"] * len(splits.x_train) * recipe.prune.finetune_epochs
+                   for r in rows if r["variant"] == "pruned+transfer")
+    seconds = source_summary["wall_seconds"] + time.perf_counter() - started
+    write_json(folder / "compute.json", {"train_flops": source_summary["train_flops"] + finetune,
+                                         "wall_seconds": seconds,
+                                         "note": "the original's training plus fine-tuning"})
+
+
+def run_methods(recipe: Recipe, methods: Sequence[str], seeds: int, out: Path,
+                device: torch.device, budget: float | None = None,
+                advance: Callable[[], None] | None = None) -> list[Path]:
+    """Every method for seeds recipe.seed, +1, ...; returns the method folders."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods or seeds < 1:
+        raise UserError(f"--methods {','.join(methods)!r} / --seeds {seeds}: choose methods from "
+                        f"{', '.join(METHODS)} and 1 or more seeds.")
+    folders = []
+    for seed in range(recipe.seed, recipe.seed + seeds):
+        seeded = derive(recipe, {"seed": seed})
+        splits = load_data(seeded.data, seed)
+        for method in methods:
+            root = out / "runs" / f"s{seed}"
+            run_method(method, seeded, splits, root, device, budget)
+            folders.append(root / method)
+            if advance is not None:
+                advance()
+    return folders
+
+
+def compare_recipe(recipe: Recipe, methods: Sequence[str], seeds: int, out: Path,
+                   device: torch.device, budget: float | None = None,
+                   advance: Callable[[], None] | None = None, **gates: Any) -> CompareResult:
+    """Run every method on the recipe, then compare the folders (gates as in compare_runs)."""
+    folders = run_methods(recipe, methods, seeds, out, device, budget, advance)
+    return compare_runs(folders, out, targets=list(recipe.compare.targets), **gates)
+
+
+# ------------------------------------------------------------------------------- comparing
+def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, *,
+                 require: Sequence[str] = (), min_metric: float | None = None,
+                 max_params: int | None = None,
+                 targets: Sequence[float] = (0.7, 0.8)) -> CompareResult:
+    """Compare run folders: hypervolumes, parameters to reach targets, compute, gates.
+
+    require: 'METHOD >= METHOD' on mean hypervolumes; min_metric/max_params: some checkpoint
+    reaches min_metric with at most max_params parameters. Writes points, summary, the front
+    and report.md into out.
+    """
+    missing = [str(d) for d in run_dirs if not Path(d).is_dir()]
+    if missing:
+        raise UserError(f"{missing[0]}: no such run folder; pass one recipe, or folders "
+                        "written by netsize grow, train, prune or compare.")
+    parts = [read_folder(Path(d)) for d in run_dirs]
+    rows: list[Point] = [r for p in parts for r in p["rows"]]
+    if not rows:
+        raise UserError("the folders hold no checkpoints to compare.")
+    summaries, ref = summarise(rows, _compute(parts), list(targets))
+    checks = [check_requirement(text, summaries) for text in require]
+    if min_metric is not None or max_params is not None:
+        checks.append(check_target(rows, min_metric, max_params))
+    result = CompareResult(Path(out), summaries, ref, checks, claims(summaries))
+    _write(result, rows)
+    return result
+
+
+def _write(result: CompareResult, rows: list[Point]) -> None:
+    folder = result.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    marked = mark_front(rows)
+    write_csv(folder / "points.csv", marked, POINT_COLUMNS)
+    write_json(folder / "points.json", marked)
+    write_json(folder / "summary.json", result.as_dict())
+    write_front(folder, rows, POINT_COLUMNS, "netsize compare: Pareto fronts (all seeds pooled;"
+                " dots: every checkpoint)", "metric", group_by="method")
+    atomic_write_text(folder / "report.md",
+                      report(result.summaries, result.reference, result.gates))
+
+
+def _compute(parts: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean training FLOPs and wall seconds per method over its seeds."""
+    out: dict[str, dict[str, float]] = {}
+    for method in {p["method"] for p in parts}:
+        mine = [p for p in parts if p["method"] == method]
+        out[method] = {"flops": statistics.fmean(p["train_flops"] for p in mine),
+                       "seconds": statistics.fmean(p["wall_seconds"] for p in mine)}
+    return out
+
+
+# --------------------------------------------------------------------------- reading folders
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _seed_of(folder: Path) -> int:
+    return int(yaml.safe_load((folder / "recipe.yaml").read_text()).get("seed", 0))
+
+
+def _grow_like(folder: Path) -> tuple[str, int, list[dict[str, Any]], float, float]:
+    summary = json.loads((folder / "summary.json").read_text())
+    grow = summary.get("grow", {})
+    trigger = grow.get("trigger", "senn")
+    method = {"none": "fixed", "senn": "grow-senn"}.get(trigger, f"grow-{grow.get('init')}")
+    rows = [{"params": int(r["params"]), "val_metric": float(r["val_metric"]),
+             "test_metric": float(r["test_metric"]), "tag": r["tag"],
+             "path": str(folder / "checkpoints" / r["tag"])}
+            for r in _read_csv(folder / "checkpoints.csv")]
+    return method, _seed_of(folder), rows, float(summary.get("train_flops", float("nan"))), \
+        float(summary.get("wall_seconds", float("nan")))
+
+
+def read_folder(folder: Path, label: str | None = None) -> dict[str, Any]:
+    """A grow/train run, a prune run, or a method folder holding several runs (fixed sweep)."""
+    if (folder / "summary.json").is_file() and (folder / "checkpoints.csv").is_file():
+        method, seed, rows, flops, seconds = _grow_like(folder)
+    elif (folder / "results.json").is_file():
+        method, seed = "prune", _seed_of(folder)
+        rows = [dict(r, tag=f"eps-{r['epsilon']:g}", path=str(folder / r["path"]))
+                for r in json.loads((folder / "results.json").read_text())
+                if r["variant"] == "pruned+transfer"]
+        compute_file = folder / "compute.json"
+        compute = json.loads(compute_file.read_text()) if compute_file.is_file() else {}
+        flops = float(compute.get("train_flops", float("nan")))
+        seconds = float(compute.get("wall_seconds", float("nan")))
+    else:
+        subs = sorted(p for p in folder.iterdir() if (p / "summary.json").is_file()) \
+            if folder.is_dir() else []
+        if not subs:
+            raise UserError(f"{folder}: not a netsize run folder (no summary.json with "
+                            "checkpoints.csv, nor results.json); pass folders written by "
+                            "netsize grow, train, prune or compare.")
+        parts = [read_folder(p) for p in subs]
+        method, seed = parts[0]["method"], parts[0]["seed"]
+        rows = [r for p in parts for r in p["rows"]]
+        flops = sum(p["train_flops"] for p in parts)
+        seconds = sum(p["wall_seconds"] for p in parts)
+    method = label or method
+    for row in rows:
+        row.update(method=method, seed=seed)
+    return {"method": method, "seed": seed, "rows": rows, "train_flops": flops,
+            "wall_seconds": seconds}

@@ -1,0 +1,124 @@
+"""`run_grow`: train (and grow) a network from a recipe, writing a run folder.
+
+The run folder holds recipe.yaml, a checkpoint at every size (checkpoints/<tag>: spec.json +
+weights.safetensors), metrics.csv/json, events.json, checkpoints.csv, the front (CSV, JSON, PNG),
+summary.json and report.md. Nothing is printed here: progress goes to an optional observer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from netsize.data import Splits, load_data
+from netsize.files import atomic_write_text, write_csv, write_json
+from netsize.io import save_checkpoint
+from netsize.recipe import Recipe, recipe_to_dict
+from netsize.report import Point, grow_report, task_metric, write_front
+from netsize.train import Checkpoint, Reporter, RunSummary, SilentReporter, Trainer
+
+METRIC_COLUMNS = ["epoch", "step", "train_loss", "val_loss", "val_metric", "test_metric",
+                  "params", "flops", "lr", "seconds", "architecture"]
+POINT_COLUMNS = ["tag", "step", "epoch", "params", "flops", "val_metric", "test_metric", "path"]
+
+
+@dataclass
+class GrowResult:
+    run_dir: Path
+    summary: RunSummary
+    front: list[Point]  # Pareto front over every checkpoint of the run
+    info: dict[str, Any]  # what summary.json holds
+
+
+class CheckpointWriter:
+    """A Reporter that writes checkpoints and events as they happen, then tells `observer`."""
+
+    def __init__(self, run_dir: Path, recipe: Recipe, splits: Splits, observer: Reporter):
+        self.run_dir, self.recipe, self.splits, self.observer = run_dir, recipe, splits, observer
+        self.events: list[dict[str, Any]] = []
+
+    def start(self, total_steps: int) -> None:
+        self.observer.start(total_steps)
+
+    def step(self, step: int, epoch: int) -> None:
+        self.observer.step(step, epoch)
+
+    def epoch(self, record: dict[str, Any]) -> None:
+        self.observer.epoch(record)
+
+    def event(self, record: dict[str, Any]) -> None:
+        self.events.append(record)
+        write_json(self.run_dir / "events.json", self.events)
+        self.observer.event(record)
+
+    def checkpoint(self, ckpt: Checkpoint) -> None:
+        meta = {
+            "tag": ckpt.tag, "step": ckpt.step, "epoch": ckpt.epoch, "params": ckpt.params,
+            "flops": ckpt.flops, "val_metric": ckpt.val_metric, "test_metric": ckpt.test_metric,
+            "task": self.splits.task, "recipe": recipe_to_dict(self.recipe),
+            "events": list(self.events),
+        }
+        assert ckpt.spec is not None  # grow runs train netsize's own networks
+        save_checkpoint(self.run_dir / "checkpoints" / ckpt.tag, ckpt.spec, ckpt.state, meta)
+        self.observer.checkpoint(ckpt)
+
+
+def run_grow(recipe: Recipe, run_dir: str | Path, *, name: str = "run",
+             device: str | torch.device = "cpu", observer: Reporter | None = None,
+             stopper: Callable[[dict[str, Any]], bool] | None = None,
+             flops_budget: float | None = None) -> GrowResult:
+    """Train with growth (as recipe.grow says) and write every output into run_dir.
+
+    stopper(epoch record) -> True ends training early; flops_budget caps training FLOPs.
+    """
+    run_dir = Path(run_dir)
+    splits = load_data(recipe.data, recipe.seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "recipe.yaml",
+                      yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
+    writer = CheckpointWriter(run_dir, recipe, splits, observer or SilentReporter())
+    trainer = Trainer(recipe, splits, torch.device(device), writer, stopper=stopper,
+                      flops_budget=flops_budget)
+    summary = trainer.fit()
+    info = _summary_info(name, recipe, splits.task, summary, trainer)
+    front = write_grow_outputs(run_dir, name, summary, info)
+    return GrowResult(run_dir, summary, front, info)
+
+
+def _summary_info(name: str, recipe: Recipe, task: str, summary: RunSummary,
+                  trainer: Trainer) -> dict[str, Any]:
+    best = max(summary.history, key=lambda r: r["val_metric"])
+    return {
+        "recipe": name, "task": task, "metric": task_metric(task),
+        "start_architecture": trainer.initial_architecture,
+        "start_params": trainer.initial_params,
+        "final_architecture": summary.history[-1]["architecture"],
+        "final_params": summary.history[-1]["params"],
+        "best_val": best["val_metric"], "best_test": best["test_metric"],
+        "best_epoch": best["epoch"], "events": len(summary.events),
+        "wall_seconds": summary.wall_seconds, "growth_seconds": summary.growth_seconds,
+        "growth_share": summary.growth_seconds / max(summary.wall_seconds, 1e-9),
+        "train_flops": summary.train_flops, "early_stopped": summary.early_stopped,
+        "grow": {"trigger": recipe.grow.trigger, "init": recipe.grow.init},
+        "first_epoch_params": summary.history[0]["params"],
+    }
+
+
+def write_grow_outputs(run_dir: Path, name: str, summary: RunSummary,
+                       info: dict[str, Any]) -> list[Point]:
+    write_csv(run_dir / "metrics.csv", summary.history, METRIC_COLUMNS)
+    write_json(run_dir / "metrics.json", summary.history)
+    write_json(run_dir / "events.json", summary.events)
+    points: list[Point] = [Point(**p, path=f"checkpoints/{p['tag']}")  # type: ignore[typeddict-item]
+                           for p in summary.checkpoints]
+    write_csv(run_dir / "checkpoints.csv", points, POINT_COLUMNS)
+    front = write_front(run_dir, points, POINT_COLUMNS, f"netsize grow: {name}", info["metric"])
+    write_json(run_dir / "summary.json", info)
+    atomic_write_text(run_dir / "report.md",
+                      grow_report(name, info, summary.events, points, front))
+    return front
