@@ -35,9 +35,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from netsize import growth
+from netsize import Recipe, derive, growth, load_recipe
 from netsize.data import load_data
-from netsize.recipe import load_recipe
 from netsize.train import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,8 +66,7 @@ class Timed:
         setattr(growth, self.name, self.original)
 
 
-def run(recipe_path: Path, overrides: list[str]) -> dict[str, Any]:
-    recipe = load_recipe(recipe_path, overrides)
+def run(recipe: Recipe) -> dict[str, Any]:
     splits = load_data(recipe.data, recipe.seed)
     check, expand = Timed("senn_check"), Timed("expand")
     try:
@@ -118,9 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     err = Console(stderr=True)
 
     err.print(f"growing: {args.recipe} {' '.join(args.overrides)}", highlight=False)
-    grown = run(args.recipe, args.overrides)
+    recipe = load_recipe(args.recipe, args.overrides)
+    grown = run(recipe)
     err.print(f"  {grown['wall_seconds']:.1f}s; fixed: grow.trigger=none", highlight=False)
-    fixed = run(args.recipe, [*args.overrides, "grow.trigger=none"])
+    fixed = run(derive(recipe, {"grow.trigger": "none"}, "benchmarks/growth_overhead.py"))
     err.print(f"  {fixed['wall_seconds']:.1f}s", highlight=False)
 
     metric = "accuracy" if grown["task"] == "classification" else "R^2"

@@ -32,6 +32,7 @@ import json
 import math
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -40,30 +41,35 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from netsize.data import load_data
+from netsize import Recipe, derive, load_recipe, run_grow
 from netsize.growth import schedule_units
-from netsize.recipe import Recipe, load_recipe
-from netsize.train import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RECIPE = ROOT / "recipes" / "teacher_student.yaml"
 GROWN = ("gradmax", "random", "zero_out")
 
 
-def method_overrides(recipe: Recipe) -> dict[str, list[str]]:
-    """Overrides of each method; the fixed baselines get the start and the scheduled end size."""
+def method_changes(recipe: Recipe) -> dict[str, dict[str, Any]]:
+    """Recipe changes of each method; the fixed baselines get the start and the scheduled end
+    size."""
     hidden = list(recipe.model.hidden)  # type: ignore[union-attr]
     end = [w + recipe.grow.schedule.times * schedule_units(w, recipe.grow) for w in hidden]
-    methods = {m: [f"grow.init={m}"] for m in GROWN}
-    methods["small"] = ["grow.trigger=none", f"model.hidden={json.dumps(hidden)}"]
-    methods["big"] = ["grow.trigger=none", f"model.hidden={json.dumps(end)}"]
+    methods: dict[str, dict[str, Any]] = {m: {"grow.init": m} for m in GROWN}
+    methods["small"] = {"grow.trigger": "none", "model.hidden": hidden}
+    methods["big"] = {"grow.trigger": "none", "model.hidden": end}
     return methods
 
 
-def run_one(recipe_path: Path, overrides: list[str]) -> dict[str, Any]:
-    recipe = load_recipe(recipe_path, overrides)
-    splits = load_data(recipe.data, recipe.seed)
-    summary = Trainer(recipe, splits, torch.device("cpu")).fit()
+def as_overrides(changes: dict[str, Any]) -> list[str]:
+    """The changes as --set would write them: grow.init=gradmax, model.hidden=[5]."""
+    return [f"{key}={value if isinstance(value, str) else json.dumps(value)}"
+            for key, value in changes.items()]
+
+
+def run_one(recipe: Recipe) -> dict[str, Any]:
+    """One whole run through the public API; its run folder is temporary."""
+    with tempfile.TemporaryDirectory(prefix="netsize-teacher-student-") as folder:
+        summary = run_grow(recipe, folder, name="teacher_student", device="cpu").summary
     last = summary.history[-1]
     return {
         "train_loss": float(last["train_loss"]),
@@ -105,14 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     out = Console(width=None if sys.stdout.isatty() else 120)  # piped: don't wrap at 80
     err = Console(stderr=True)
     base = load_recipe(args.recipe, args.overrides)
-    methods = method_overrides(base)
+    changes = method_changes(base)
+    methods = {m: as_overrides(c) for m, c in changes.items()}  # printed and saved as --set text
     seeds = list(range(args.seeds))
 
     started = time.perf_counter()
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     for seed in seeds:
-        for method, extra in methods.items():
-            result = run_one(args.recipe, [*args.overrides, f"seed={seed}", *extra])
+        for method, change in changes.items():
+            recipe = derive(base, {"seed": seed, **change}, "benchmarks/teacher_student.py")
+            result = run_one(recipe)
             runs[method].append(result)
             err.print(f"seed {seed} {method:<8} train_loss {num(result['train_loss'])} "
                       f"val R^2 {result['val_r2']:.4f} {result['architecture']} "

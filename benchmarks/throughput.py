@@ -48,17 +48,10 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader, TensorDataset
 
+from netsize import Recipe, derive, load_recipe
+from netsize.architecture import CnnConfig, MlpConfig, spec_from_config
 from netsize.data import Splits, load_data
 from netsize.model import Net, build, count_params
-from netsize.recipe import (
-    CnnConfig,
-    MlpConfig,
-    Recipe,
-    load_recipe,
-    recipe_from_dict,
-    recipe_to_dict,
-)
-from netsize.spec import spec_from_config
 from netsize.train import Trainer, make_scheduler
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,11 +61,10 @@ GOAL = 1.0
 
 def variant(base: Recipe, model: dict[str, Any] | None) -> Recipe:
     """The recipe with grow.trigger=none and optionally another model, validated as a recipe."""
-    raw = recipe_to_dict(base)
-    raw["grow"]["trigger"] = "none"
+    changes: dict[str, Any] = {"grow.trigger": "none"}
     if model is not None:
-        raw["model"] = model
-    return recipe_from_dict(raw, "benchmarks/throughput.py")
+        changes["model"] = model
+    return derive(base, changes, "benchmarks/throughput.py")
 
 
 class NetsizeLoop:

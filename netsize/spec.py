@@ -65,9 +65,11 @@ class NetSpec:
         return out
 
     @staticmethod
-    def from_dict(raw: dict[str, Any]) -> NetSpec:
-        layers = tuple(LayerSpec(**layer) for layer in raw["layers"])
-        fields = {k: v for k, v in raw.items() if k != "layers"}
-        fields["input_shape"] = tuple(fields["input_shape"])
-        return NetSpec(layers=layers, **fields)
+    def from_dict(raw: Any) -> NetSpec:
+        """The inverse of to_dict, checked strictly (a spec may come from an untrusted file).
 
+        Raises ValueError naming the dotted key and the rule, never repeating the file's values.
+        """
+        from netsize.spec_check import parse_spec  # it needs netsize.model, which imports us
+
+        return parse_spec(raw)

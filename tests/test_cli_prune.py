@@ -24,7 +24,25 @@ def trained(tmp_path_factory) -> Path:
     result = runner.invoke(app, ["train", str(TINY / "prune_mlp.yaml"), "--out", str(out),
                                  "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    return out / "checkpoints" / "best"
+    best = out / "checkpoints" / "best"
+    _make_constant_units(best, count=3)
+    return best
+
+
+def _make_constant_units(folder: Path, count: int) -> None:
+    """Zero the fan-in of `count` units of every hidden layer: their activation is constant, so
+    pruning removes them at any epsilon > 0 whatever training produced."""
+    import torch
+
+    from netsize.io import save_checkpoint
+
+    net, meta = load_checkpoint(folder)
+    with torch.no_grad():
+        for layer in net.hidden:
+            layer.op.weight[:count] = 0.0
+            layer.op.bias[:count] = 0.0
+    save_checkpoint(folder, net.spec, net.state_dict(), {k: v for k, v in meta.items()
+                                                         if k != "spec"})
 
 
 @pytest.fixture(scope="module")

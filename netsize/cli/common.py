@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
+import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -14,6 +17,7 @@ import typer
 from rich.console import Console
 
 from netsize.errors import UserError
+from netsize.rundir import RunLock, prepare_run_dir
 
 # Options shared by the commands (typer reads these annotations).
 SetOption = Annotated[list[str] | None, typer.Option(
@@ -27,6 +31,8 @@ TrialsOption = Annotated[int | None, typer.Option(
 StorageOption = Annotated[str | None, typer.Option(
     help="Study storage: sqlite:///PATH, postgresql://..., journal:PATH "
          "(default: study.db in the study folder).")]
+OverwriteOption = Annotated[bool, typer.Option(
+    help="Replace the run already in --out (a folder of your own files is never emptied).")]
 StudyOption = Annotated[str | None, typer.Option(
     help="Study name to create or join (default: <command>-<name>).")]
 
@@ -36,11 +42,20 @@ err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+_run_dir: list[Path] = []  # the folder of the command's run, once known (for the error log)
+
+
 def user_errors_exit_2(func: F) -> F:
-    """Print a UserError as one red line on stderr and exit with code 2 (no traceback)."""
+    """The guard at the command edge: never a traceback on the terminal.
+
+    A UserError is one red line on stderr and exit code 2. Anything unexpected is one line
+    naming a log file that holds the traceback (in the run folder when there is one) and exit
+    code 1.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _run_dir.clear()
         try:
             return func(*args, **kwargs)
         except UserError as error:
@@ -49,8 +64,42 @@ def user_errors_exit_2(func: F) -> F:
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]: finished checkpoints are kept.")
             sys.exit(130)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as error:  # noqa: BLE001 - the one place that catches everything
+            log = _write_error_log()
+            err_console.print(f"[bold red]internal error:[/] {type(error).__name__}; the "
+                              f"details are in {log}. Please report it with that file.",
+                              highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def remember_run_dir(path: Path) -> None:
+    """The run folder is where an internal error's traceback goes."""
+    _run_dir[:] = [path]
+
+
+def _write_error_log() -> Path:
+    text = traceback.format_exc()
+    folders = [*_run_dir, Path(tempfile.gettempdir())]
+    for folder in folders:
+        log = folder / f"netsize-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            log.write_text(text)
+            return log.absolute()
+        except OSError:
+            continue
+    return Path("(no writable folder for the log)")
+
+
+def start_run_dir(path: Path, overwrite: bool = False) -> RunLock:
+    """Refuse an unsafe --out, lock the folder for this process, remember it for error logs."""
+    lock = prepare_run_dir(path, overwrite=overwrite)
+    remember_run_dir(path)
+    return lock
 
 
 def recipe_overrides(sets: list[str] | None, seed: int | None, *extra: str) -> list[str]:
@@ -65,8 +114,15 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise UserError(f"--device {name!r} is not a device; use auto, cpu or cuda[:N].") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available here; use --device cpu.")
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {name}: netsize trains on cpu or cuda only; use --device cpu "
+                        "or cuda[:N].")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: CUDA is not available here; use --device cpu.")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} "
+                            "CUDA device(s); use cuda:0 or another index below that.")
     return device
 
 
@@ -74,8 +130,10 @@ def set_threads(threads: int | None) -> None:
     """--threads: CPU threads for torch (small models often run fastest on one)."""
     if threads is None:
         return
-    if threads < 1:
-        raise UserError(f"--threads {threads}: give 1 or more.")
+    most = 4 * (os.cpu_count() or 1)
+    if not 1 <= threads <= most:
+        raise UserError(f"--threads {threads}: give 1 to {most} (this machine has "
+                        f"{os.cpu_count()} cores).")
     torch.set_num_threads(threads)
 
 

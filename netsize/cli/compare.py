@@ -11,16 +11,18 @@ from rich.console import Console
 
 from netsize.cli.common import (
     DeviceOption,
+    OverwriteOption,
     SetOption,
     ThreadsOption,
     new_run_dir,
     resolve_device,
     set_threads,
+    start_run_dir,
     user_errors_exit_2,
 )
 from netsize.cli.progress import bar, compare_table
 from netsize.recipe import load_recipe
-from netsize.runs.compare import METHODS, compare_recipe, compare_runs
+from netsize.runs.compare import METHODS, check_run_dirs, compare_recipe, compare_runs
 
 
 @user_errors_exit_2
@@ -44,6 +46,7 @@ def compare(
     set_: SetOption = None,
     out: Annotated[Path | None, typer.Option(
         help="Folder (default: results/compare/<name>/<timestamp>-s<seed>).")] = None,
+    overwrite: OverwriteOption = False,
     device: DeviceOption = "auto",
     threads: ThreadsOption = None,
 ) -> None:
@@ -61,13 +64,15 @@ def compare(
         recipe = load_recipe(targets[0], list(set_ or []))
         chosen = [m.strip() for m in methods.split(",") if m.strip()]
         folder = out or new_run_dir(Path("results") / "compare" / targets[0].stem, recipe.seed)
-        with bar(console) as progress:
+        with start_run_dir(folder, overwrite), bar(console) as progress:
             task = progress.add_task("runs", total=seeds * len(chosen), info="")
             result = compare_recipe(recipe, chosen, seeds, folder, resolve_device(device),
                                     budget, lambda: progress.advance(task), **gates)
     else:
         folder = out or new_run_dir(Path("results") / "compare" / "runs", 0)
-        result = compare_runs(targets, folder, **gates)  # type: ignore[arg-type]
+        check_run_dirs(targets)  # before the output folder is made
+        with start_run_dir(folder, overwrite):
+            result = compare_runs(targets, folder, **gates)  # type: ignore[arg-type]
     Console(stderr=json_out, width=max(console.width, 140)).print(
         compare_table(result.summaries, folder))
     for line in result.claims:

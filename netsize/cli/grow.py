@@ -10,6 +10,7 @@ import typer
 
 from netsize.cli.common import (
     DeviceOption,
+    OverwriteOption,
     SeedOption,
     SetOption,
     StorageOption,
@@ -21,6 +22,7 @@ from netsize.cli.common import (
     recipe_overrides,
     resolve_device,
     set_threads,
+    start_run_dir,
     user_errors_exit_2,
 )
 from netsize.cli.progress import TrainingBar, bar, front_table
@@ -38,6 +40,7 @@ def grow(
     recipe: Annotated[Path, typer.Argument(help="YAML recipe, e.g. recipes/digits.yaml.")],
     set_: SetOption = None,
     out: OutOption = None,
+    overwrite: OverwriteOption = False,
     device: DeviceOption = "auto",
     seed: SeedOption = None,
     threads: ThreadsOption = None,
@@ -61,15 +64,15 @@ def grow(
         study_command("grow", recipe.stem, parsed, str(recipe), trials, storage, study, out,
                       grow_trials(recipe.stem, torch_device))
         return
-    train_and_report("grow", recipe, parsed, out, torch_device)
+    train_and_report("grow", recipe, parsed, out, torch_device, overwrite)
 
 
 def train_and_report(command: str, recipe_path: Path, parsed: Recipe, out: Path | None,
-                     device: torch.device) -> None:
+                     device: torch.device, overwrite: bool) -> None:
     """grow and train: one run with a progress bar, then the front as a table."""
     run_dir = out or new_run_dir(Path("results") / command / recipe_path.stem, parsed.seed)
     console.print(f"netsize {command} [bold]{recipe_path}[/] on {device} -> {run_dir}")
-    with bar() as progress:
+    with start_run_dir(run_dir, overwrite), bar() as progress:
         result = run_grow(parsed, run_dir, name=recipe_path.stem, device=device,
                           observer=TrainingBar(progress))
     table = front_table(result.front, f"{len(result.summary.events)} growth events; outputs "

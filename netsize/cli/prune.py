@@ -10,6 +10,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from netsize.cli.common import (
     DeviceOption,
+    OverwriteOption,
     SeedOption,
     SetOption,
     StorageOption,
@@ -21,6 +22,7 @@ from netsize.cli.common import (
     recipe_overrides,
     resolve_device,
     set_threads,
+    start_run_dir,
     user_errors_exit_2,
 )
 from netsize.cli.progress import prune_table
@@ -45,6 +47,7 @@ def prune(
     set_: SetOption = None,
     out: Annotated[Path | None, typer.Option(
         help="Run folder (default: results/prune/<name>/<timestamp>-s<seed>).")] = None,
+    overwrite: OverwriteOption = False,
     device: DeviceOption = "auto",
     seed: SeedOption = None,
     threads: ThreadsOption = None,
@@ -70,8 +73,10 @@ def prune(
     run_dir = out or new_run_dir(Path("results") / "prune" / original.name, original.recipe.seed)
     console.print(f"netsize prune [bold]{target}[/] on {torch_device} -> {run_dir}")
     steps = 2 * len(original.recipe.prune.epsilon)
-    with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(),
-                  TextColumn("{task.completed}/{task.total}"), console=console) as progress:
+    progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"),
+                        TimeElapsedColumn(), TextColumn("{task.completed}/{task.total}"),
+                        console=console)
+    with start_run_dir(run_dir, overwrite), progress:
         task = progress.add_task("pruning", total=steps)
         result = run_prune(original, splits, run_dir, device=torch_device,
                            advance=lambda: progress.advance(task))

@@ -9,6 +9,7 @@ import typer
 
 from netsize.cli.common import (
     DeviceOption,
+    OverwriteOption,
     SeedOption,
     SetOption,
     ThreadsOption,
@@ -26,6 +27,7 @@ def train(
     recipe: Annotated[Path, typer.Argument(help="YAML recipe, e.g. recipes/digits_mlp.yaml.")],
     set_: SetOption = None,
     out: OutOption = None,
+    overwrite: OverwriteOption = False,
     device: DeviceOption = "auto",
     seed: SeedOption = None,
     threads: ThreadsOption = None,
@@ -39,4 +41,4 @@ def train(
     parsed = load_recipe(recipe, [*recipe_overrides(set_, seed), "grow.trigger=none"])
     torch_device = resolve_device(device)
     set_threads(threads)
-    train_and_report("train", recipe, parsed, out, torch_device)
+    train_and_report("train", recipe, parsed, out, torch_device, overwrite)

@@ -159,10 +159,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, *,
     reaches min_metric with at most max_params parameters. Writes points, summary, the front
     and report.md into out.
     """
-    missing = [str(d) for d in run_dirs if not Path(d).is_dir()]
-    if missing:
-        raise UserError(f"{missing[0]}: no such run folder; pass one recipe, or folders "
-                        "written by netsize grow, train, prune or compare.")
+    check_run_dirs(run_dirs)
     parts = [read_folder(Path(d)) for d in run_dirs]
     rows: list[Point] = [r for p in parts for r in p["rows"]]
     if not rows:
@@ -174,6 +171,13 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, *,
     result = CompareResult(Path(out), summaries, ref, checks, claims(summaries))
     _write(result, rows)
     return result
+
+
+def check_run_dirs(run_dirs: Sequence[str | Path]) -> None:
+    missing = [str(Path(d).absolute()) for d in run_dirs if not Path(d).is_dir()]
+    if missing:
+        raise UserError(f"{missing[0]}: no such run folder; pass one recipe, or folders "
+                        "written by netsize grow, train, prune or compare.")
 
 
 def _write(result: CompareResult, rows: list[Point]) -> None:
