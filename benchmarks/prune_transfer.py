@@ -5,6 +5,10 @@ wide MLP, prune it by the recipe's criterion at one epsilon, fine-tune the trans
 same small architecture from scratch for the original's epochs plus the fine-tuning epochs.
 Prints test metric (accuracy or R^2), parameters removed and the transfer-minus-control gap.
 
+Each run goes through the public API as `netsize train` + `netsize prune` would: `run_grow`
+(grow.trigger=none) trains the original into a temporary folder, `load_original` reads its best
+checkpoint back and `run_prune` prunes, fine-tunes and trains the control.
+
     python benchmarks/prune_transfer.py                      # 3 seeds, default epsilons
     python benchmarks/prune_transfer.py --seeds 1 --epsilon 1.2 --json out.json
 """
@@ -14,17 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 from pathlib import Path
 
 import torch
-from netsize.transfer import Original, finetune, measure, prune_once, scratch_control, train_fixed
 from rich.console import Console
 from rich.table import Table
 
-from netsize.data import load_data
-from netsize.model import build
-from netsize.recipe import load_recipe
-from netsize.spec import spec_from_config
+from netsize import derive, load_original, load_recipe, run_grow, run_prune
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = {"digits": ROOT / "recipes" / "digits_mlp.yaml",
@@ -35,21 +36,20 @@ DEFAULT_EPSILON = {"digits": 1.05, "diabetes": 1.0}
 
 
 def one_run(name: str, seed: int, epsilon: float) -> dict[str, float]:
-    recipe = load_recipe(RECIPES[name], [f"seed={seed}", f"prune.epsilon=[{epsilon}]"])
-    device = torch.device("cpu")
-    splits = load_data(recipe.data, seed)
-    torch.manual_seed(seed)
-    wide = build(spec_from_config(recipe.model, splits.input_shape, splits.n_outputs))
-    wide = train_fixed(recipe, splits, device, wide)
-    original = Original(wide, recipe, name, recipe.train.epochs, foreign=False)
-    base = measure(wide, splits, device)
-    pruned = prune_once(original, splits, epsilon, device)
-    transfer = measure(finetune(original, splits, device, pruned), splits, device)
-    control = measure(scratch_control(original, splits, device, pruned), splits, device)
+    recipe = derive(load_recipe(RECIPES[name]),
+                    {"seed": seed, "grow.trigger": "none", "prune.epsilon": [epsilon],
+                     "prune.control": True}, "benchmarks/prune_transfer.py")
+    with tempfile.TemporaryDirectory(prefix="netsize-prune-transfer-") as folder:
+        trained = run_grow(recipe, Path(folder) / "original", name=name, device="cpu")
+        original, splits = load_original(trained.run_dir / "checkpoints" / "best")
+        rows = run_prune(original, splits, Path(folder) / "prune", device="cpu").rows
+    base, transfer, control = (next(r for r in rows if r["variant"] == variant)
+                               for variant in ("original", "pruned+transfer", "from-scratch"))
     return {"seed": seed, "original_params": base["params"], "pruned_params": transfer["params"],
             "removed": 1 - transfer["params"] / base["params"],
             "original_test": base["test_metric"], "transfer_test": transfer["test_metric"],
-            "control_test": control["test_metric"], "transfer_val_before_ft": pruned.transfer_val}
+            "control_test": control["test_metric"],
+            "transfer_val_before_ft": transfer["transfer_val_metric"]}
 
 
 def summarise(name: str, runs: list[dict[str, float]], console: Console) -> dict[str, float]:

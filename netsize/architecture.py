@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from netsize.config import MAX_LAYERS, MAX_WIDTH, Strict
+from netsize.errors import UserError
 from netsize.spec import LayerSpec, NetSpec
 
 Activation = Literal["relu", "leaky_relu", "gelu", "tanh"]
@@ -68,7 +69,13 @@ def spec_from_config(
         layers = tuple(LayerSpec(width=w, norm=norm) for w in model.hidden)
         return NetSpec("mlp", (flat,), n_outputs, layers, model.activation, model.dropout)
     if len(input_shape) != 3:
-        raise ValueError("a cnn needs image data (C, H, W)")
+        raise UserError("model.kind: cnn needs image data (C, H, W) but the data are "
+                        f"{input_shape[0]} features; use kind: mlp, or image data (e.g. "
+                        "data.as_image: true for digits).")
+    side = min(input_shape[1:])
+    if side >> (len(model.stages) - 1) < 1:  # 2x2 max pooling between stages halves the side
+        raise UserError(f"model.stages: {len(model.stages)} stages pool a {side}-pixel image "
+                        f"below 1 pixel; use at most {side.bit_length()} stages.")
     layers = tuple(
         LayerSpec(width=w, norm=norm, stage=s, dropout=False)
         for s, stage in enumerate(model.stages)

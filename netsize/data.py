@@ -9,6 +9,7 @@ Image files (CIFAR's pickled batches, read safely; MNIST) are in `netsize.vision
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -137,7 +138,11 @@ def load_data(cfg: DataCfg, seed: int) -> Splits:
 def _split_indices(
     y: torch.Tensor | None, n: int, val_fraction: float, test_fraction: float, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Seeded (train, val, test) index split; stratified per class when labels `y` are given."""
+    """Seeded (train, val, test) index split; stratified per class when labels `y` are given.
+
+    Every class keeps at least one training example; a split may still come out empty for a
+    tiny data set (`_check_split_sizes` refuses that).
+    """
     gen = torch.Generator().manual_seed(seed)
     groups = [torch.arange(n)] if y is None else [torch.nonzero(y == c).flatten()
                                                   for c in torch.unique(y)]
@@ -145,10 +150,15 @@ def _split_indices(
     for idx in groups:
         idx = idx[torch.randperm(len(idx), generator=gen)]
         n_val, n_test = _part_size(len(idx), val_fraction), _part_size(len(idx), test_fraction)
+        while len(idx) and n_val + n_test >= len(idx):  # keep one training example
+            if n_test >= n_val:
+                n_test -= 1
+            else:
+                n_val -= 1
         parts[1].append(idx[:n_val])
         parts[2].append(idx[n_val : n_val + n_test])
         parts[0].append(idx[n_val + n_test :])
-    out = [torch.cat(p) for p in parts]
+    out = [torch.cat(p) if p else torch.zeros(0, dtype=torch.int64) for p in parts]
     # Shuffle within each split so it is not ordered by class.
     train, val, test = (p[torch.randperm(len(p), generator=gen)] for p in out)
     return train, val, test
@@ -162,11 +172,35 @@ def _part_size(count: int, fraction: float) -> int:
     return max(size, 1) if count >= 3 else size
 
 
+def _check_split_sizes(y: torch.Tensor | None, train: torch.Tensor, val: torch.Tensor,
+                       test: torch.Tensor | None, val_frac: float, test_frac: float) -> None:
+    """Refuse splits a run cannot use: an empty validation or test split, or < 2 to train on.
+
+    `test` is None when the test set is not carved out here (torchvision's official test set).
+    """
+    sizes = [len(train), len(val)] + ([] if test is None else [len(test)])
+    if len(train) >= 2 and all(sizes[1:]):
+        return
+    names = "data.val_fraction" + ("" if test is None else " and data.test_fraction")
+    fractions = f"{val_frac:g}" + ("" if test is None else f" and {test_frac:g}")
+    counts = f"{len(train)} training and {len(val)} validation" + (
+        "" if test is None else f" and {len(test)} test")
+    smallest = ""
+    if y is not None and len(y):
+        per_class = torch.unique(y, return_counts=True)[1]
+        smallest = (f" (split per class, and the smallest of {len(per_class)} classes has "
+                    f"{int(per_class.min())} examples)")
+    raise UserError(f"{names} ({fractions}) leave {counts} examples out of {sum(sizes)}"
+                    f"{smallest}; every split needs at least one example and training at least "
+                    f"two: use a larger data set or change {names}.")
+
+
 def _split_and_build(
     x: torch.Tensor, y: torch.Tensor, task: Task, val_frac: float, test_frac: float, seed: int
 ) -> Splits:
     stratify = y if task == "classification" else None
     train, val, test = _split_indices(stratify, len(x), val_frac, test_frac, seed)
+    _check_split_sizes(stratify, train, val, test, val_frac, test_frac)
     return Splits(x[train], y[train], x[val], y[val], x[test], y[test], task,
                   tuple(x.shape[1:]), _n_outputs(y, task))
 
@@ -223,45 +257,115 @@ def _load_torchvision(cfg: TorchvisionData, seed: int) -> Splits:
         x_tr, y_tr = x_tr[: cfg.limit], y_tr[: cfg.limit]
     # The official test set is the test split; validation is carved out of the training set.
     train, val, _ = _split_indices(y_tr, len(x_tr), cfg.val_fraction, 0.0, seed)
+    _check_split_sizes(y_tr, train, val, None, cfg.val_fraction, 0.0)
     n_classes = int(max(y_tr.max().item(), y_te.max().item())) + 1
     return Splits(x_tr[train], y_tr[train], x_tr[val], y_tr[val], x_te, y_te, "classification",
                   tuple(x_tr.shape[1:]), n_classes)
 
 
 # -------------------------------------------------------------------------------------------- csv
+# Fewer rows than this cannot give train, validation and test splits worth a run.
+MIN_CSV_ROWS = 10
+
+# Messages about a CSV file name its path, line and column numbers and the recipe's keys, never
+# a value read from it: data.path may point at any local file.
+
+
 def _load_csv(cfg: CsvData) -> tuple[torch.Tensor, torch.Tensor, Task]:
     path = Path(cfg.path)
     if not path.is_file():
-        raise UserError(f"{path}: no such CSV file; fix data.path.")
-    with open(path, newline="") as f:
-        rows = [row for row in csv.reader(f) if row]
-    if len(rows) < 2:
-        raise UserError(f"{path}: needs a header row and at least one data row.")
-    header, body = [h.strip() for h in rows[0]], rows[1:]
-    if cfg.target not in header:
-        raise UserError(f"{path}: no column {cfg.target!r} for data.target; available columns: "
-                        f"{', '.join(header)}.")
+        what = "is a folder, not" if path.is_dir() else "no such"
+        raise UserError(f"{path}: {what} CSV file; fix data.path.")
+    header_line, header, body = _read_csv_rows(path)
+    _check_header(path, header_line, header, cfg)
     t = header.index(cfg.target)
     features: list[list[float]] = []
-    for line, row in enumerate(body, start=2):  # line 1 is the header
+    targets: list[str] = []
+    for line, row in body:
         if len(row) != len(header):
-            raise UserError(f"{path}: row {line} has {len(row)} fields, the header has "
-                            f"{len(header)}; fix the row.")
-        features.append([_number(row[i], path, header[i], line)
-                         for i in range(len(row)) if i != t])
+            raise UserError(f"{path}: line {line} has {len(row)} fields, the header has "
+                            f"{len(header)}; give every row one field per column.")
+        features.append([_number(row[i], path, i + 1, line) for i in range(len(row)) if i != t])
+        targets.append(row[t].strip())
+    if len(body) < MIN_CSV_ROWS:
+        raise UserError(f"{path}: {len(body)} data rows; a CSV data set needs at least "
+                        f"{MIN_CSV_ROWS} (training, validation and test examples come out of it).")
     x = torch.tensor(features, dtype=torch.float32)  # (N, F)
-    y, task = _csv_targets([row[t].strip() for row in body], cfg, path)
+    y, task = _csv_targets(targets, [line for line, _ in body], t + 1, cfg, path)
     return x, y, task
 
 
-def _number(cell: str, path: Path, column: str, line: int) -> float:
+def _read_csv_rows(path: Path) -> tuple[int, list[str], list[tuple[int, list[str]]]]:
+    """(line of the header, header names, (line, fields) of each data row); empty lines after
+    the header are skipped."""
+    rows: list[tuple[int, list[str]]] = []
+    line = 1
+    try:
+        # utf-8-sig: a byte-order mark (spreadsheet exports) is not part of the first name.
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            while True:
+                line = reader.line_num + 1  # the line the next row starts on
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    break
+                if row or line == 1:
+                    rows.append((line, row))
+                if len(rows) > MAX_EXAMPLES + 1:
+                    raise UserError(f"{path}: more than {MAX_EXAMPLES:,} data rows; use a "
+                                    "smaller CSV file.")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; save the CSV file as UTF-8 (or fix "
+                        "data.path).") from None
+    except csv.Error as error:
+        reason = ("a field is longer than csv's limit of "
+                  f"{csv.field_size_limit():,} characters" if "field limit" in str(error)
+                  else "it is not valid CSV")
+        raise UserError(f"{path}: line {line}: {reason}; fix the file or point data.path at a "
+                        "CSV file.") from None
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise UserError(f"{path}: cannot read the CSV file ({reason}); fix data.path.") from None
+    if not rows:
+        raise UserError(f"{path}: empty CSV file; it needs a header row and at least "
+                        f"{MIN_CSV_ROWS} data rows.")
+    header_line, header = rows[0]
+    if not any(name.strip() for name in header):
+        raise UserError(f"{path}: the header (line {header_line}) is empty; the first line must "
+                        "name the columns.")
+    return header_line, [name.strip() for name in header], rows[1:]
+
+
+def _check_header(path: Path, line: int, header: list[str], cfg: CsvData) -> None:
+    if len(header) > MAX_FEATURES + 1:
+        raise UserError(f"{path}: {len(header):,} columns; at most {MAX_FEATURES:,} features "
+                        "and the target are supported.")
+    if len(header) < 2:
+        raise UserError(f"{path}: the header (line {line}) names {len(header)} column; a CSV "
+                        "data set needs at least one feature column and the data.target column.")
+    for i, name in enumerate(header):
+        if not name:
+            raise UserError(f"{path}: column {i + 1} of the header (line {line}) has no name; "
+                            "name every column.")
+        if name in header[:i]:
+            raise UserError(f"{path}: column {i + 1} of the header (line {line}) repeats the "
+                            f"name of column {header.index(name) + 1}; give each column its own "
+                            "name.")
+    if cfg.target not in header:
+        raise UserError(f"{path}: the header (line {line}) has no column named {cfg.target!r} "
+                        "(data.target); set data.target to the name of the target column.")
+
+
+def _number(cell: str, path: Path, column: int, line: int) -> float:
     if (value := _try_float(cell)) is None:
-        raise UserError(f"{path}: column {column!r} row {line} is {cell!r}, not a number; feature "
+        raise UserError(f"{path}: line {line}, column {column} is not a finite number; feature "
                         f"columns must be numeric (fix the value or drop the column).")
     return value
 
 
-def _csv_targets(values: list[str], cfg: CsvData, path: Path) -> tuple[torch.Tensor, Task]:
+def _csv_targets(values: list[str], lines: list[int], column: int, cfg: CsvData,
+                 path: Path) -> tuple[torch.Tensor, Task]:
     numeric = [_try_float(v) for v in values]
     all_numeric = all(v is not None for v in numeric)
     task: Task
@@ -276,23 +380,25 @@ def _csv_targets(values: list[str], cfg: CsvData, path: Path) -> tuple[torch.Ten
     if task == "regression":
         if not all_numeric:
             bad = next(i for i, v in enumerate(numeric) if v is None)
-            raise UserError(f"{path}: target {cfg.target!r} row {bad + 2} is {values[bad]!r}, "
-                            f"not a number; use data.task: classification for labels.")
+            raise UserError(f"{path}: line {lines[bad]}, column {column} (data.target) is not "
+                            "a finite number; a regression target must be numeric (use "
+                            "data.task: classification for labels).")
         return torch.tensor(numeric, dtype=torch.float32).reshape(-1, 1), task
     keys: list[Any] = numeric if all_numeric else values  # sort numbers as numbers
     classes = sorted(set(keys))
     if len(classes) < 2:
-        raise UserError(f"{path}: target {cfg.target!r} has a single class; classification "
-                        f"needs at least two.")
+        raise UserError(f"{path}: column {column} (data.target) has a single class; "
+                        "classification needs at least two.")
     index = {c: i for i, c in enumerate(classes)}
     return torch.tensor([index[k] for k in keys], dtype=torch.int64), task
 
 
 def _try_float(text: str) -> float | None:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         return None
+    return value if math.isfinite(value) else None
 
 
 # -------------------------------------------------------------------------------------- synthetic

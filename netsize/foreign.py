@@ -28,7 +28,9 @@ from torch import Tensor, nn
 
 from netsize.architecture import ForeignModelConfig
 from netsize.errors import UserError
-from netsize.io import SPEC_FILE, WEIGHTS_FILE, write_checkpoint_folder
+from netsize.io import (SPEC_FILE, WEIGHTS_FILE, check_weights_header, read_json_file,
+                         read_weights_header, write_checkpoint_folder)
+from netsize.spec_check import parse_foreign
 from netsize.losses import per_example_loss
 
 Stats = tuple[Tensor, Tensor, str]  # x (N, *input_shape), y (N,) or (N, k), task
@@ -299,32 +301,40 @@ def structure_of(model: nn.Module) -> dict:
 
 
 def _int_attributes(module: nn.Module) -> dict[str, int | list[int]]:
+    return _int_attributes_of(vars(module))
+
+
+def _int_attributes_of(attrs: dict[str, Any]) -> dict[str, int | list[int]]:
     def is_int(value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
 
     return {key: list(value) if isinstance(value, tuple | list) else value
-            for key, value in vars(module).items() if not key.startswith("_") and (
+            for key, value in attrs.items() if not key.startswith("_") and (
                 is_int(value) or (isinstance(value, tuple | list) and len(value) > 0
                                   and all(is_int(v) for v in value)))}
 
 
 def apply_structure(model: nn.Module, structure: dict) -> None:
-    """Give a fresh model the recorded shapes: set attributes, swap in empty tensors.
+    """Give a fresh model the recorded shapes: set attributes, swap in empty tensors (on the
+    model's device: none are real on the meta device).
 
-    Raises KeyError / TypeError / ValueError / AttributeError when the record does not fit."""
+    Only integer attributes (or tuples of them) that are not private can be set. Raises
+    KeyError / TypeError / ValueError / AttributeError when the record does not fit."""
     if structure.get("format") != STRUCTURE_FORMAT:
-        raise ValueError(f"unknown structure format {structure.get('format')!r}")
+        raise ValueError("unknown structure format")
     named = dict(model.named_modules())
     for name, attrs in structure["modules"].items():
         module = named[name]
         for key, value in attrs.items():
             current = vars(module)[key]
+            if key.startswith("_") or not _int_attributes_of({key: current}):
+                raise ValueError("only integer attributes can be set")
             setattr(module, key, tuple(value) if isinstance(current, tuple) else value)
     params, buffers = dict(model.named_parameters()), dict(model.named_buffers())
     for key, shape in structure["tensors"].items():
         old = params[key] if key in params else buffers[key]
         if list(old.shape) != shape:
-            new = torch.empty(shape, dtype=old.dtype)
+            new = torch.empty(shape, dtype=old.dtype, device=old.device)
             parent, _, leaf = key.rpartition(".")
             setattr(model.get_submodule(parent), leaf,
                     nn.Parameter(new, old.requires_grad) if key in params else new)
@@ -350,34 +360,57 @@ def save_pruned(folder: Path, cfg: ForeignModelConfig, n_outputs: int, in_chans:
 
 
 def load_pruned(folder: str | Path) -> tuple[nn.Module, dict]:
-    """Rebuild a model written by save_pruned (train mode, CPU) and return it with spec.json."""
+    """Rebuild a model written by save_pruned (train mode, CPU) and return it with spec.json.
+
+    Nothing of the recorded shapes is allocated before they are checked against the weights
+    file's header (and, where the architecture builds on the meta device, every tensor's shape
+    and dtype)."""
     folder = Path(folder)
-    spec_path = folder / SPEC_FILE
+    spec_path, weights = folder / SPEC_FILE, folder / WEIGHTS_FILE
     fix = "re-create it with netsize prune"
     meta, cfg, in_chans = _read_spec(spec_path, fix)
-    model = create_model(cfg, (in_chans, 1, 1), int(cfg.num_classes or 1))
-    try:
-        apply_structure(model, meta["structure"])
-    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError):
-        raise UserError(f"{spec_path}: the recorded structure does not fit {cfg.kind} "
-                        f"{cfg.name}; {fix}.") from None
-    weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise UserError(f"{folder}: {WEIGHTS_FILE} is missing; {fix}.")
+    header, what = read_weights_header(weights, fix), f"{cfg.kind} {cfg.name}"
+    check_weights_header(weights, header, meta["structure"]["tensors"], what, fix)
+    skeleton = _rebuild(cfg, in_chans, meta["structure"], spec_path, fix, "meta")
+    if skeleton is not None:
+        check_weights_header(weights, header, skeleton.state_dict(), what, fix)
+    model = _rebuild(cfg, in_chans, meta["structure"], spec_path, fix, "cpu")
+    assert model is not None
     _load_strict(model, _read_safetensors(weights, fix), weights, fix)
     return model, meta
 
 
+def _rebuild(cfg: ForeignModelConfig, in_chans: int, structure: dict, spec_path: Path, fix: str,
+             device: str) -> nn.Module | None:
+    """create_model + apply_structure on device; None where it cannot be built on "meta"."""
+    try:
+        with torch.device(device):
+            model = create_model(cfg, (in_chans, 1, 1), int(cfg.num_classes or 1))
+    except Exception as exc:  # some architectures compute with real tensors while building
+        if device != "meta" or isinstance(exc, UserError):
+            raise
+        return None
+    try:
+        apply_structure(model, structure)
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError):
+        raise UserError(f"{spec_path}: structure: the recorded structure does not fit "
+                        f"{cfg.kind} {cfg.name}; {fix}.") from None
+    return model
+
+
 def _read_spec(spec_path: Path, fix: str) -> tuple[dict, ForeignModelConfig, int]:
+    """spec.json's (meta, model config, input channels), every value checked before use."""
     if not spec_path.is_file():
         raise UserError(f"{spec_path.parent}: not a pruned-model folder (no {SPEC_FILE}); "
                         "pass a folder written by netsize prune.")
+    meta = read_json_file(spec_path, fix)
     try:
-        meta = json.loads(spec_path.read_text())
-        foreign = dict(meta["foreign"])
-        in_chans = int(foreign["in_chans"])
-        cfg = ForeignModelConfig.model_validate(foreign)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError,
-            ValidationError):
-        raise UserError(f"{spec_path}: corrupt pruned-model description; {fix}.") from None
+        cfg, in_chans = parse_foreign(meta, STRUCTURE_FORMAT)
+        if not (timm.is_model(cfg.name) if cfg.kind == "timm" else
+                cfg.name in torchvision.models.list_models(module=torchvision.models)):
+            raise ValueError(f"foreign.name: not a model this version of {cfg.kind} knows")
+    except ValueError as exc:
+        raise UserError(f"{spec_path}: {exc}; {fix}.") from None
     return meta, cfg, in_chans

@@ -118,6 +118,8 @@ def recipe_from_dict(raw: Any, origin: str, overrides: list[str] | tuple[str, ..
     tree = dict(raw)
     for text in overrides:
         key, value = parse_override(text)
+        if tuple(key.split(".")) in PATH_KEYS and isinstance(value, str) and value:
+            value = str(Path(value).expanduser().absolute())
         _set_dotted(tree, key, value, f"--set {text}")
     try:
         return Recipe.model_validate(tree)
@@ -131,7 +133,27 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if not path.exists():
         raise UserError(f"{path.absolute()}: no such recipe file; pass a YAML file such as "
                         "recipes/digits.yaml.")
-    return recipe_from_dict(load_yaml_file(path), str(path), overrides)
+    raw = load_yaml_file(path)
+    if isinstance(raw, dict):
+        raw = resolve_paths(raw, path.absolute().parent)
+    return recipe_from_dict(raw, str(path), overrides)
+
+
+# Keys naming files or folders. Relative values in a recipe file are read from the recipe's own
+# folder (so a recipe works from any working directory); the recipe written beside results and
+# into checkpoints records absolute paths. --set values are relative to the working directory.
+PATH_KEYS = (("data", "path"), ("data", "root"), ("model", "weights"))
+
+
+def resolve_paths(tree: dict[str, Any], base: Path) -> dict[str, Any]:
+    """A copy of a raw recipe tree with its relative PATH_KEYS made absolute against `base`."""
+    out = dict(tree)
+    for section, key in PATH_KEYS:
+        node = out.get(section)
+        if isinstance(node, dict) and isinstance(node.get(key), str) and node[key]:
+            value = Path(node[key]).expanduser()
+            out[section] = {**node, key: str(value if value.is_absolute() else base / value)}
+    return out
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Strict validation of a NetSpec read from a file (a checkpoint's spec.json).
+"""Strict validation of what a checkpoint's spec.json describes: a NetSpec, or the structure record
+of a pruned timm / torchvision model.
 
 Everything in a file is untrusted: each value is checked for type and range before anything is
 built, and the parameter count is computed from the numbers alone. Failures raise ValueError with
@@ -10,6 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
+from netsize.architecture import ForeignModelConfig
 from netsize.config import MAX_FEATURES, MAX_LAYERS, MAX_PARAMS, MAX_WIDTH
 from netsize.model import ACTIVATIONS
 from netsize.spec import LayerSpec, NetSpec
@@ -128,3 +132,59 @@ def param_count(spec: NetSpec) -> int:
         total += spec.in_width(i) * layer.width * per_weight + layer.width
         total += 2 * layer.width if layer.norm else 0
     return total + spec.layers[-1].width * spec.n_outputs + spec.n_outputs
+
+
+# ------------------------------------------------------------- foreign (timm / torchvision) record
+MAX_ENTRIES = 100_000  # modules or tensors in one pruned-model record
+MAX_ATTRIBUTES = 64  # integer attributes of one module
+MAX_DIMS = 8  # dimensions of one tensor, entries of one tuple attribute
+MAX_INT = 2**31 - 1
+
+
+def parse_foreign(meta: Any, structure_format: str) -> tuple[ForeignModelConfig, int]:
+    """(model config, input channels) of a pruned-model spec.json, its structure record checked;
+    ValueError names the bad key. Whether the model name exists is left to the caller."""
+    if not isinstance(meta, dict) or not isinstance(meta.get("foreign"), dict):
+        raise ValueError('foreign: missing; the file must hold a JSON object whose "foreign" key '
+                         "names the architecture")
+    try:
+        cfg = ForeignModelConfig.model_validate(meta["foreign"])
+    except ValidationError:  # its message would repeat the file's values
+        raise ValueError(f"foreign: must hold kind (timm or torchvision), name, num_classes and "
+                         f"in_chans (integers from 1 to {MAX_WIDTH})") from None
+    in_chans = _int(meta["foreign"].get("in_chans"), "foreign.in_chans", 1, MAX_WIDTH)
+    if cfg.kind == "torchvision" and in_chans != 3:
+        raise ValueError("foreign.in_chans: torchvision models take 3 channels")
+    check_structure(meta.get("structure"), structure_format)
+    return cfg, in_chans
+
+
+def check_structure(raw: Any, structure_format: str, key: str = "structure") -> None:
+    """foreign.structure_of's record, types and bounds only: modules {name: {attribute: int or
+    list of ints}}, tensors {name: shape}. Whether it fits the architecture (and the weights
+    file) is checked when it is applied."""
+    if not isinstance(raw, dict) or set(raw) != {"format", "modules", "tensors"}:
+        raise ValueError(f"{key}: must be an object with the keys format, modules and tensors")
+    if raw["format"] != structure_format:
+        raise ValueError(f"{key}.format: must be {structure_format}")
+    modules, tensors = raw["modules"], raw["tensors"]
+    if not isinstance(modules, dict) or len(modules) > MAX_ENTRIES:
+        raise ValueError(f"{key}.modules: must be an object of at most {MAX_ENTRIES} modules")
+    for i, attrs in enumerate(modules.values()):
+        at = f"{key}.modules (entry {i + 1})"
+        if not isinstance(attrs, dict) or len(attrs) > MAX_ATTRIBUTES or any(
+                not isinstance(k, str) or k.startswith("_") for k in attrs):
+            raise ValueError(f"{at}: must map at most {MAX_ATTRIBUTES} public attribute names "
+                             "to integers")
+        for value in attrs.values():
+            values = value if isinstance(value, list) and 1 <= len(value) <= MAX_DIMS else [value]
+            if not all(is_int(v) and -MAX_INT <= v <= MAX_INT for v in values):
+                raise ValueError(f"{at}: each attribute must be an integer from {-MAX_INT} to "
+                                 f"{MAX_INT} or a list of 1 to {MAX_DIMS} of them")
+    if not isinstance(tensors, dict) or not 1 <= len(tensors) <= MAX_ENTRIES:
+        raise ValueError(f"{key}.tensors: must be an object of 1 to {MAX_ENTRIES} tensor shapes")
+    for i, shape in enumerate(tensors.values()):
+        if not isinstance(shape, list) or len(shape) > MAX_DIMS or not all(
+                is_int(n) and 0 <= n <= MAX_INT for n in shape):
+            raise ValueError(f"{key}.tensors (entry {i + 1}): must be a shape, a list of at most "
+                             f"{MAX_DIMS} integers from 0 to {MAX_INT}")

@@ -18,12 +18,13 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from netsize import growth
-from netsize.architecture import NATIVE, spec_from_config
+from netsize.architecture import NATIVE
 from netsize.config import MAX_BATCH, MAX_EPOCHS, Strict
 from netsize.data import Splits, augment_batch
 from netsize.errors import UserError
 from netsize.losses import batch_loss
 from netsize.model import Net, build, count_flops, count_params
+from netsize.preflight import plan_network
 from netsize.spec import NetSpec
 from netsize.surgery import IndexMap, carry_optimizer_state
 
@@ -154,7 +155,7 @@ class Trainer:
             if not isinstance(recipe.model, NATIVE):
                 raise UserError(f"model.kind: {recipe.model.kind} models cannot be trained or "
                                 "grown from scratch here; use netsize prune on them.")
-            net = build(spec_from_config(recipe.model, splits.input_shape, splits.n_outputs))
+            net = build(plan_network(recipe, splits))
         self.net: Any = net.to(device)
         spec = getattr(net, "spec", None)
         self.initial_widths = spec.widths() if spec else []
@@ -210,7 +211,11 @@ class Trainer:
 
     def maybe_grow(self) -> None:
         started = time.perf_counter()
-        chosen = self._growth_candidates()
+        try:
+            chosen = self._growth_candidates()
+        except (torch.linalg.LinAlgError, RuntimeError, ValueError):
+            self._raise_if_diverged()  # a NaN network breaks the scores' SVD first
+            raise
         self.summary.growth_seconds += time.perf_counter() - started
         if not chosen:
             return
@@ -225,6 +230,12 @@ class Trainer:
             self._log_event(cand, before)
         self.summary.growth_seconds += time.perf_counter() - started
         self.last_event_step = self.step
+
+    def _raise_if_diverged(self) -> None:
+        if not all(bool(torch.isfinite(p).all()) for p in self.net.parameters()):
+            raise UserError(f"training diverged: the weights hold NaN or inf at step "
+                            f"{self.step} (epoch {self.epoch}); lower train.lr or add "
+                            "train.weight_decay.")
 
     def _log_event(self, cand: growth.Candidate, params_before: int) -> None:
         record: dict[str, Any] = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -42,7 +43,10 @@ err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-_run_dir: list[Path] = []  # the folder of the command's run, once known (for the error log)
+# The folder of the command's run once known (for the error log), and whether this command
+# created it (a run refused before its first checkpoint leaves no folder behind).
+_run_dir: list[Path] = []
+_created: list[Path] = []
 
 
 def user_errors_exit_2(func: F) -> F:
@@ -56,9 +60,11 @@ def user_errors_exit_2(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         _run_dir.clear()
+        _created.clear()
         try:
             return func(*args, **kwargs)
         except UserError as error:
+            _forget_empty_run()
             err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=UserError.exit_code) from None
         except KeyboardInterrupt:
@@ -97,9 +103,19 @@ def _write_error_log() -> Path:
 
 def start_run_dir(path: Path, overwrite: bool = False) -> RunLock:
     """Refuse an unsafe --out, lock the folder for this process, remember it for error logs."""
+    existed = path.exists()
     lock = prepare_run_dir(path, overwrite=overwrite)
     remember_run_dir(path)
+    if not existed:
+        _created[:] = [path]
     return lock
+
+
+def _forget_empty_run() -> None:
+    """Remove the folder this command created if the run was refused before any checkpoint."""
+    for path in _created:
+        if path.is_dir() and not (path / "checkpoints").exists():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def recipe_overrides(sets: list[str] | None, seed: int | None, *extra: str) -> list[str]:

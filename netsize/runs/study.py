@@ -94,9 +94,11 @@ def run_study(command: str, name: str, recipe: Recipe, origin: str, trials: int,
         on_progress(StudyProgress(min(done, trials), trials, len(pareto_front(rows)), best))
 
     update()
-    run_worker(study, recipe, origin, run_trial, study_dir / "trials",
-               heartbeat=has_heartbeat(storage), on_trial=update)
-    front, rows = write_study_outputs(study_dir, study.study_name, study)
+    try:
+        run_worker(study, recipe, origin, run_trial, study_dir / "trials",
+                   heartbeat=has_heartbeat(storage), on_trial=update)
+    finally:  # a study whose every trial failed still leaves trials.csv and its report
+        front, rows = write_study_outputs(study_dir, study.study_name, study)
     return StudyResult(study_dir, study.study_name, url, front, rows)
 
 

@@ -1,0 +1,48 @@
+"""Checks before a run allocates anything: the network is built on the meta device first, so
+shape mistakes and absurd sizes are one clear line naming the recipe key, not a crash or an
+out-of-memory kill."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from netsize.architecture import spec_from_config
+from netsize.data import Splits
+from netsize.errors import UserError
+from netsize.memory import activation_elements, check_memory, estimate_training_bytes
+from netsize.model import build, count_params
+from netsize.spec import NetSpec
+
+if TYPE_CHECKING:
+    from netsize.recipe import Recipe
+
+
+def plan_network(recipe: Recipe, splits: Splits) -> NetSpec:
+    """The recipe's start network, checked on the meta device against the data and memory."""
+    spec = spec_from_config(recipe.model, splits.input_shape, splits.n_outputs)  # type: ignore
+    with torch.device("meta"):
+        net = build(spec)
+    try:
+        activations = activation_elements(net, splits.input_shape)
+    except RuntimeError as error:  # a shape mismatch inside the network
+        first = str(error).splitlines()[0][:200]
+        raise UserError(f"model: the network does not fit the data of shape "
+                        f"{tuple(splits.input_shape)} ({first}); change the model section.") \
+            from None
+    params = count_params(net)
+    batch = recipe.train.batch_size
+    data_bytes = sum(t.numel() * t.element_size() for t in (
+        splits.x_train, splits.y_train, splits.x_val, splits.y_val, splits.x_test, splits.y_test))
+    growing = recipe.grow.trigger != "none"
+    cap = min(recipe.grow.max_params, 10 * params + 10**6) if growing else None
+    needed = estimate_training_bytes(params, activations, batch, data_bytes, cap)
+    model_key = "model.hidden" if spec.kind == "mlp" else "model.stages"
+    key = "train.batch_size" if activations * batch > params else model_key
+    check_memory(needed, key, f"training this {spec.describe()} network ({params:,} "
+                              f"parameters, batch {batch})")
+    if batch < 2 and any(layer.norm for layer in spec.layers):
+        raise UserError("train.batch_size: batch norm needs at least 2 examples per batch; "
+                        "raise train.batch_size or set model.norm: none.")
+    return spec
