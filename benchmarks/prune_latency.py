@@ -1,7 +1,7 @@
 """CPU latency of original and pruned models, side by side, measured in one run.
 
-Models: the digits MLP of recipes/digits_mlp.yaml (trained here, pruned by variability at one
-epsilon and transferred), timm resnet18 and torchvision mobilenet_v3_small (random weights,
+Models: the digits MLP of recipes/digits_mlp.yaml (trained here with `run_grow` into a temporary
+folder, read back with `load_original`, pruned by variability at one epsilon and transferred), timm resnet18 and torchvision mobilenet_v3_small (random weights,
 3x64x64 inputs, half their channels removed by magnitude through Torch-Pruning). Latency is the
 median forward time over 50 runs after 10 warm-up runs, at batch 1 and 64.
 
@@ -12,34 +12,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from netsize.transfer import Original, prune_once, train_fixed
 from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from netsize import foreign
-from netsize.data import load_data
+from netsize import derive, foreign, load_original, load_recipe, run_grow
+from netsize.architecture import ForeignModelConfig
 from netsize.measure import size_row
-from netsize.model import build
-from netsize.recipe import ForeignModelConfig, load_recipe
-from netsize.spec import spec_from_config
+from netsize.runs.prune import prune_once
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def digits_pair(epsilon: float) -> tuple[nn.Module, nn.Module, tuple[int, ...]]:
-    recipe = load_recipe(ROOT / "recipes" / "digits_mlp.yaml")
-    splits = load_data(recipe.data, recipe.seed)
-    torch.manual_seed(recipe.seed)
-    wide = build(spec_from_config(recipe.model, splits.input_shape, splits.n_outputs))
-    wide = train_fixed(recipe, splits, torch.device("cpu"), wide)
-    original = Original(wide, recipe, "digits_mlp", recipe.train.epochs, foreign=False)
+    recipe = derive(load_recipe(ROOT / "recipes" / "digits_mlp.yaml"), {"grow.trigger": "none"},
+                    "benchmarks/prune_latency.py")
+    with tempfile.TemporaryDirectory(prefix="netsize-prune-latency-") as folder:
+        trained = run_grow(recipe, folder, name="digits_mlp", device="cpu")
+        original, splits = load_original(trained.run_dir / "checkpoints" / "best")
     pruned = prune_once(original, splits, epsilon, torch.device("cpu"))
-    return wide, pruned.net, splits.input_shape
+    return original.net, pruned.net, splits.input_shape
 
 
 def foreign_pair(kind: str, name: str) -> tuple[nn.Module, nn.Module, tuple[int, ...]]:

@@ -100,7 +100,9 @@ def load_original(target: str | Path, recipe_path: str | Path | None = None,
                                           list(overrides))
     splits = load_data(recipe.data, recipe.seed)
     if target.is_dir():
-        return Original(load_checkpoint(target)[0], recipe, name, epochs, False), splits
+        net = load_checkpoint(target)[0]
+        _check_fits(net.spec, splits, recipe_path)
+        return Original(net, recipe, name, epochs, False), splits
     from netsize import foreign
 
     cfg = recipe.model
@@ -118,6 +120,20 @@ def load_original(target: str | Path, recipe_path: str | Path | None = None,
     model = foreign.create_model(cfg, shape, splits.n_outputs)
     foreign.load_weights(model, cfg.weights)
     return Original(model, recipe, name, epochs, True), splits
+
+
+def _check_fits(spec: NetSpec, splits: Splits, recipe_path: str | Path | None) -> None:
+    """The checkpoint's network must read the recipe's data (shape and number of outputs)."""
+    flat = 1
+    for dim in splits.input_shape:
+        flat *= dim
+    inputs_fit = spec.input_shape in (tuple(splits.input_shape), (flat,))
+    if not inputs_fit or spec.n_outputs != splits.n_outputs:
+        source = f"--recipe {recipe_path}" if recipe_path else "the checkpoint's recipe"
+        raise UserError(f"{source}: its data (inputs {tuple(splits.input_shape)}, "
+                        f"{splits.n_outputs} outputs) do not fit the checkpoint's network "
+                        f"(inputs {spec.input_shape}, {spec.n_outputs} outputs); pass the "
+                        "recipe the network was trained with.")
 
 
 # ------------------------------------------------------------------------------------- steps

@@ -6,18 +6,42 @@ trial marked failed by the next worker that looks, and a copy of it queued again
 
 from __future__ import annotations
 
+import copy
 import inspect
+import os
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import optuna
 import sqlalchemy.exc
-from optuna.storages import JournalStorage, RDBStorage, RetryFailedTrialCallback
+from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
+from sqlalchemy.engine import make_url
 
 from netsize.errors import UserError
+
+try:  # Optuna >= 4.9 renamed RetryFailedTrialCallback (now a deprecated alias)
+    from optuna.storages import RetryHeartbeatStaleTrialCallback as _RetryCallback
+except ImportError:  # pragma: no cover - Optuna 4.0 to 4.8
+    from optuna.storages import RetryFailedTrialCallback as _RetryCallback
+
+KINDS = "use sqlite:///PATH, postgresql://USER@HOST:PORT/DB or journal:PATH"
+
+
+class RetryStaleTrial(_RetryCallback):  # type: ignore[misc, valid-type]
+    """Queue a copy of a trial whose worker died (heartbeat stale), up to max_retry times.
+
+    The copy does not inherit the dead trial's fail_reason: it has not failed (yet).
+    `retried_trial_number(trial)` gives the number of the first trial of a retried series.
+    """
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        trial = copy.copy(trial)
+        trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k != "fail_reason"}
+        super().__call__(study, trial)
 
 
 def default_url(study_dir: Path) -> str:
@@ -32,41 +56,110 @@ def has_heartbeat(storage: optuna.storages.BaseStorage) -> bool:
 def make_storage(url: str, heartbeat_seconds: int, max_retries: int) -> optuna.storages.BaseStorage:
     """`postgresql://...`, `sqlite:///...`, or `journal:PATH` (an Optuna journal file)."""
     if url.startswith("journal:"):
-        path = Path(url.removeprefix("journal:"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
-    if not url.startswith(("sqlite:", "postgresql:", "postgresql+", "mysql:", "mysql+")):
-        raise UserError(f"--storage {url}: use sqlite:///PATH, postgresql://USER@HOST:PORT/DB or "
-                        "journal:PATH.")
+        return _journal(url)
+    if _in_memory(url):
+        raise UserError(f"--storage {url}: a study needs a storage that outlives the process; "
+                        f"{KINDS}.")
+    if not url.startswith(("sqlite:///", "postgresql:", "postgresql+", "mysql:", "mysql+")):
+        raise UserError(f"--storage {url}: {KINDS}.")
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        _check_sqlite(url)
     if url.startswith("postgresql://"):  # SQLAlchemy 2.1 maps a bare URL to psycopg 3
         url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
     # Optuna 4.9 renamed failed_trial_callback to heartbeat_stale_trial_callback.
     params = inspect.signature(RDBStorage).parameters
     retry_key = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params
                  else "failed_trial_callback")
-    retry: dict[str, Any] = {retry_key: RetryFailedTrialCallback(max_retry=max_retries)}
-    for attempt in range(4):
-        try:
-            return RDBStorage(
-                url,
-                heartbeat_interval=heartbeat_seconds,
-                grace_period=3 * heartbeat_seconds,
-                engine_kwargs={"pool_pre_ping": True} if url.startswith("postgresql") else None,
-                **retry,
-            )
-        except sqlalchemy.exc.IntegrityError:
-            # Workers starting together on a fresh database race to create the tables.
-            if attempt == 3:
-                raise
-            time.sleep(random.uniform(0.2, 1.0))
-        except Exception as error:  # driver errors: unreachable server, bad URL
-            raise _unreachable(url, error) from None
+    with warnings.catch_warnings():  # the heartbeat and its retry callback are "experimental"
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry: dict[str, Any] = {retry_key: RetryStaleTrial(max_retry=max_retries)}
+        for attempt in range(4):
+            try:
+                return RDBStorage(
+                    url,
+                    heartbeat_interval=heartbeat_seconds,
+                    grace_period=3 * heartbeat_seconds,
+                    engine_kwargs={"pool_pre_ping": True} if url.startswith("postgresql") else None,
+                    **retry,
+                )
+            except sqlalchemy.exc.IntegrityError:
+                # Workers starting together on a fresh database race to create the tables.
+                if attempt == 3:
+                    raise
+                time.sleep(random.uniform(0.2, 1.0))
+            except Exception as error:  # driver errors: unreachable server, bad URL
+                raise _unreachable(url, error) from None
     raise AssertionError("unreachable")
+
+
+def _in_memory(url: str) -> bool:
+    """`:memory:`, `sqlite://`, `sqlite:///` (no path) and SQLite's in-memory URI forms."""
+    if url.strip() in (":memory:", "memory", "memory:"):
+        return True
+    if not url.startswith("sqlite:"):
+        return False
+    if not url.startswith("sqlite:///"):
+        return url.rstrip("/") == "sqlite:"
+    try:
+        parsed = make_url(url)
+    except Exception:  # malformed: SQLAlchemy says why when the storage is opened
+        return False
+    database = parsed.database or ""
+    return (database in ("", ":memory:") or database.startswith("file::memory:")
+            or parsed.query.get("mode") == "memory")
+
+
+def _check_sqlite(url: str) -> None:
+    """The SQLite file's folder exists (made if missing) and the file can be written there."""
+    try:
+        database = make_url(url).database or ""
+    except Exception:
+        return  # malformed: SQLAlchemy says why when the storage is opened
+    if database.startswith("file:"):
+        return  # an SQLite URI (uri=true): SQLite reads its options
+    _check_writable(url, Path(database), "the SQLite file")
+
+
+def _journal(url: str) -> JournalStorage:
+    raw = url.removeprefix("journal:")
+    if not raw.strip():
+        raise UserError(f"--storage {url}: give the journal file's path, e.g. "
+                        "journal:results/study.log.")
+    path = Path(raw)
+    _check_writable(url, path, "the journal file")
+    try:
+        return JournalStorage(JournalFileBackend(str(path)))
+    except Exception as error:  # not a journal (JSON lines); say nothing about its contents
+        raise UserError(f"--storage {url}: cannot use {path} as an Optuna journal file "
+                        f"({type(error).__name__}); give a new path or a journal file that "
+                        "netsize or Optuna wrote.") from None
+
+
+def _check_writable(url: str, path: Path, what: str) -> None:
+    if path.is_dir():
+        raise UserError(f"--storage {url}: {path} is a folder; give the path of {what}, e.g. "
+                        f"{path / 'study.db' if 'SQLite' in what else path / 'study.log'}.")
+    if path.exists() and not path.is_file():
+        raise UserError(f"--storage {url}: {path} is not a regular file; give the path of "
+                        f"{what}.")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a file in the way, permissions, read-only file system
+        reason = error.strerror or type(error).__name__
+        raise UserError(f"--storage {url}: cannot create the folder {folder} for {what} "
+                        f"({reason}); pick a path in a writable folder.") from None
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists()
+                                                    and not os.access(path, os.R_OK | os.W_OK)):
+        unwritable = path if path.exists() and not os.access(path, os.W_OK) else folder
+        raise UserError(f"--storage {url}: {unwritable} is not writable; pick a path in a "
+                        f"writable folder for {what}.")
 
 
 def _unreachable(url: str, error: Exception) -> UserError:
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return UserError(f"--storage {url}: cannot open the study storage ({first}); check the "
-                     "URL and that the database server is running.")
+    if url.startswith("sqlite:"):
+        return UserError(f"--storage {url}: cannot open the SQLite file ({first[:200]}); give "
+                         "the path of a writable SQLite file, or a new path.")
+    return UserError(f"--storage {url}: cannot open the study storage ({first[:200]}); check "
+                     "the URL and that the database server is running.")
