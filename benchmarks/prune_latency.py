@@ -1,11 +1,13 @@
 """CPU latency of original and pruned models, side by side, measured in one run.
 
 Models: the digits MLP of recipes/digits_mlp.yaml (trained here with `run_grow` into a temporary
-folder, read back with `load_original`, pruned by variability at one epsilon and transferred), timm resnet18 and torchvision mobilenet_v3_small (random weights,
-3x64x64 inputs, half their channels removed by magnitude through Torch-Pruning). Latency is the
-median forward time over 50 runs after 10 warm-up runs, at batch 1 and 64.
+folder, read back with `load_original`, pruned by variability at one epsilon and transferred),
+timm resnet18 and torchvision mobilenet_v3_small (random weights, 3x64x64 inputs, half their
+channels removed by magnitude through Torch-Pruning). Latency is the median forward time over 50
+runs after 10 warm-up runs, at batch 1 and 64.
 
     python benchmarks/prune_latency.py [--threads 1] [--json out.json]
+    python benchmarks/prune_latency.py --quick     # one round per model instead of 3 (noisier)
 """
 
 from __future__ import annotations
@@ -66,13 +68,16 @@ def main() -> None:
     parser.add_argument("--epsilon", type=float, default=1.05, help="digits MLP epsilon")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--quick", action="store_true",
+                        help="time each model in 1 round instead of 3 (same models, noisier)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = [compare(f"digits MLP (eps {args.epsilon})", digits_pair(args.epsilon)),
-            compare("timm resnet18 (50% channels)", foreign_pair("timm", "resnet18")),
+    rounds = 1 if args.quick else 3
+    rows = [compare(f"digits MLP (eps {args.epsilon})", digits_pair(args.epsilon), rounds),
+            compare("timm resnet18 (50% channels)", foreign_pair("timm", "resnet18"), rounds),
             compare("torchvision mobilenet_v3_small (50%)",
-                    foreign_pair("torchvision", "mobilenet_v3_small"))]
+                    foreign_pair("torchvision", "mobilenet_v3_small"), rounds)]
     threads = torch.get_num_threads()
     table = Table(title=f"CPU latency, original vs pruned (torch threads: {threads})")
     for col in ("model", "params", "FLOPs/example", "ms batch 1", "speed-up", "ms batch 64",

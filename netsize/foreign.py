@@ -21,17 +21,21 @@ import timm
 import torch
 import torch_pruning as tp
 import torchvision
-from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from netsize.architecture import ForeignModelConfig
 from netsize.errors import UserError
-from netsize.io import (SPEC_FILE, WEIGHTS_FILE, check_weights_header, read_json_file,
-                         read_weights_header, write_checkpoint_folder)
-from netsize.spec_check import parse_foreign
+from netsize.io import (
+    SPEC_FILE,
+    WEIGHTS_FILE,
+    check_weights,
+    read_json_file,
+    write_checkpoint_folder,
+)
 from netsize.losses import per_example_loss
+from netsize.spec_check import parse_foreign
 
 Stats = tuple[Tensor, Tensor, str]  # x (N, *input_shape), y (N,) or (N, k), task
 CRITERIA = ("variability", "cv", "magnitude", "taylor")
@@ -301,15 +305,11 @@ def structure_of(model: nn.Module) -> dict:
 
 
 def _int_attributes(module: nn.Module) -> dict[str, int | list[int]]:
-    return _int_attributes_of(vars(module))
-
-
-def _int_attributes_of(attrs: dict[str, Any]) -> dict[str, int | list[int]]:
     def is_int(value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
 
     return {key: list(value) if isinstance(value, tuple | list) else value
-            for key, value in attrs.items() if not key.startswith("_") and (
+            for key, value in vars(module).items() if not key.startswith("_") and (
                 is_int(value) or (isinstance(value, tuple | list) and len(value) > 0
                                   and all(is_int(v) for v in value)))}
 
@@ -327,7 +327,7 @@ def apply_structure(model: nn.Module, structure: dict) -> None:
         module = named[name]
         for key, value in attrs.items():
             current = vars(module)[key]
-            if key.startswith("_") or not _int_attributes_of({key: current}):
+            if key.startswith("_") or type(current) not in (int, tuple, list):
                 raise ValueError("only integer attributes can be set")
             setattr(module, key, tuple(value) if isinstance(current, tuple) else value)
     params, buffers = dict(model.named_parameters()), dict(model.named_buffers())
@@ -362,42 +362,38 @@ def save_pruned(folder: Path, cfg: ForeignModelConfig, n_outputs: int, in_chans:
 def load_pruned(folder: str | Path) -> tuple[nn.Module, dict]:
     """Rebuild a model written by save_pruned (train mode, CPU) and return it with spec.json.
 
-    Nothing of the recorded shapes is allocated before they are checked against the weights
-    file's header (and, where the architecture builds on the meta device, every tensor's shape
-    and dtype)."""
+    The weights file's header is checked against the model built on the meta device (or the
+    recorded shapes where it cannot be) before any tensor of the recorded shapes is allocated."""
     folder = Path(folder)
     spec_path, weights = folder / SPEC_FILE, folder / WEIGHTS_FILE
     fix = "re-create it with netsize prune"
     meta, cfg, in_chans = _read_spec(spec_path, fix)
     if not weights.is_file():
         raise UserError(f"{folder}: {WEIGHTS_FILE} is missing; {fix}.")
-    header, what = read_weights_header(weights, fix), f"{cfg.kind} {cfg.name}"
-    check_weights_header(weights, header, meta["structure"]["tensors"], what, fix)
-    skeleton = _rebuild(cfg, in_chans, meta["structure"], spec_path, fix, "meta")
-    if skeleton is not None:
-        check_weights_header(weights, header, skeleton.state_dict(), what, fix)
-    model = _rebuild(cfg, in_chans, meta["structure"], spec_path, fix, "cpu")
-    assert model is not None
+    try:
+        with torch.device("meta"):
+            skeleton: nn.Module | None = create_model(cfg, (in_chans, 1, 1), cfg.num_classes or 1)
+    except UserError:
+        raise
+    except Exception:  # some architectures compute with real tensors while they are built
+        skeleton = None
+    expected = (meta["structure"]["tensors"] if skeleton is None
+                else _apply(skeleton, meta["structure"], spec_path, cfg, fix).state_dict())
+    check_weights(weights, expected, f"{cfg.kind} {cfg.name}", fix)
+    model = create_model(cfg, (in_chans, 1, 1), cfg.num_classes or 1)
+    _apply(model, meta["structure"], spec_path, cfg, fix)
     _load_strict(model, _read_safetensors(weights, fix), weights, fix)
     return model, meta
 
 
-def _rebuild(cfg: ForeignModelConfig, in_chans: int, structure: dict, spec_path: Path, fix: str,
-             device: str) -> nn.Module | None:
-    """create_model + apply_structure on device; None where it cannot be built on "meta"."""
-    try:
-        with torch.device(device):
-            model = create_model(cfg, (in_chans, 1, 1), int(cfg.num_classes or 1))
-    except Exception as exc:  # some architectures compute with real tensors while building
-        if device != "meta" or isinstance(exc, UserError):
-            raise
-        return None
+def _apply(model: nn.Module, structure: dict, spec_path: Path, cfg: ForeignModelConfig,
+           fix: str) -> nn.Module:
     try:
         apply_structure(model, structure)
+        return model
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError):
         raise UserError(f"{spec_path}: structure: the recorded structure does not fit "
                         f"{cfg.kind} {cfg.name}; {fix}.") from None
-    return model
 
 
 def _read_spec(spec_path: Path, fix: str) -> tuple[dict, ForeignModelConfig, int]:
@@ -408,9 +404,6 @@ def _read_spec(spec_path: Path, fix: str) -> tuple[dict, ForeignModelConfig, int
     meta = read_json_file(spec_path, fix)
     try:
         cfg, in_chans = parse_foreign(meta, STRUCTURE_FORMAT)
-        if not (timm.is_model(cfg.name) if cfg.kind == "timm" else
-                cfg.name in torchvision.models.list_models(module=torchvision.models)):
-            raise ValueError(f"foreign.name: not a model this version of {cfg.kind} knows")
     except ValueError as exc:
         raise UserError(f"{spec_path}: {exc}; {fix}.") from None
     return meta, cfg, in_chans

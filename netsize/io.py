@@ -101,7 +101,7 @@ def read_checkpoint_meta(folder: Path) -> dict[str, Any]:
     return _read_meta_and_spec(Path(folder))[0]
 
 
-def read_weights_header(path: Path, fix: str) -> dict[str, tuple[tuple[int, ...], str]]:
+def _read_header(path: Path, fix: str) -> dict[str, tuple[tuple[int, ...], str]]:
     """{name: (shape, safetensors dtype)} from a safetensors header; no tensor is read.
 
     safetensors checks that the header's tensors exactly cover the file, so the shapes are
@@ -117,11 +117,12 @@ def read_weights_header(path: Path, fix: str) -> dict[str, tuple[tuple[int, ...]
     return header
 
 
-def check_weights_header(path: Path, header: dict[str, tuple[tuple[int, ...], str]],
-                         expected: Mapping[str, torch.Tensor | list[int]], what: str,
-                         fix: str) -> None:
-    """UserError unless header holds exactly expected's names, with the shapes (and, for
-    tensors, the dtypes) expected. Expected names are listed (3 at most); extra ones counted."""
+def check_weights(path: Path, expected: Mapping[str, torch.Tensor | list[int]], what: str,
+                  fix: str) -> None:
+    """UserError unless the safetensors file at path holds exactly expected's names, with the
+    shapes (and, for tensors, the dtypes) expected; only its header is read. Expected names are
+    listed (3 at most), names only in the file counted: the message never repeats the file."""
+    header = _read_header(path, fix)
     def fits(name: str) -> bool:
         want, (shape, dtype) = expected[name], header[name]
         if isinstance(want, torch.Tensor):
@@ -152,8 +153,7 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> t
     with torch.device("meta"):
         net = build(spec)
     what = f"{SPEC_FILE} ({spec.describe()})"
-    check_weights_header(weights, read_weights_header(weights, _FIX), net.state_dict(), what,
-                         _FIX)
+    check_weights(weights, net.state_dict(), what, _FIX)
     try:
         state = load_file(str(weights), device=str(device))
     except (SafetensorError, OSError, ValueError, RuntimeError):

@@ -143,7 +143,7 @@ MAX_INT = 2**31 - 1
 
 def parse_foreign(meta: Any, structure_format: str) -> tuple[ForeignModelConfig, int]:
     """(model config, input channels) of a pruned-model spec.json, its structure record checked;
-    ValueError names the bad key. Whether the model name exists is left to the caller."""
+    ValueError names the bad key."""
     if not isinstance(meta, dict) or not isinstance(meta.get("foreign"), dict):
         raise ValueError('foreign: missing; the file must hold a JSON object whose "foreign" key '
                          "names the architecture")
@@ -153,6 +153,12 @@ def parse_foreign(meta: Any, structure_format: str) -> tuple[ForeignModelConfig,
         raise ValueError(f"foreign: must hold kind (timm or torchvision), name, num_classes and "
                          f"in_chans (integers from 1 to {MAX_WIDTH})") from None
     in_chans = _int(meta["foreign"].get("in_chans"), "foreign.in_chans", 1, MAX_WIDTH)
+    import timm  # heavy, and only needed here
+    import torchvision
+
+    if not (timm.is_model(cfg.name) if cfg.kind == "timm" else
+            cfg.name in torchvision.models.list_models(module=torchvision.models)):
+        raise ValueError(f"foreign.name: not a model this version of {cfg.kind} knows")
     if cfg.kind == "torchvision" and in_chans != 3:
         raise ValueError("foreign.in_chans: torchvision models take 3 channels")
     check_structure(meta.get("structure"), structure_format)

@@ -1,6 +1,6 @@
-"""Optimizer state survives surgery (DESIGN invariant 3): moments travel through the index map,
-new entries start at zero, removed entries are dropped, and nothing is shared with the old
-optimizer."""
+"""Optimizer state survives surgery (docs/design.md, invariant 3): moments travel through the
+index map, new entries start at zero, removed entries are dropped, and nothing is shared with the
+old optimizer."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """netsize.surgery: function preservation, batch-norm bookkeeping, remap, optimizer state.
 
-DESIGN invariants 1 (growth preserves the function, train and eval mode, BN included) and 3
+docs/design.md invariants 1 (growth preserves the function, train and eval mode, BN included) and 3
 (optimizer moments survive surgery). Expected values are computed here from the weight shapes and
 from plain slicing, never by calling the function under test a second time.
 """

@@ -64,6 +64,7 @@ def make_storage(url: str, heartbeat_seconds: int, max_retries: int) -> optuna.s
         raise UserError(f"--storage {url}: {KINDS}.")
     if url.startswith("sqlite:///"):
         _check_sqlite(url)
+    shown = _shown(url)
     if url.startswith("postgresql://"):  # SQLAlchemy 2.1 maps a bare URL to psycopg 3
         url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
     # Optuna 4.9 renamed failed_trial_callback to heartbeat_stale_trial_callback.
@@ -88,13 +89,13 @@ def make_storage(url: str, heartbeat_seconds: int, max_retries: int) -> optuna.s
                     raise
                 time.sleep(random.uniform(0.2, 1.0))
             except Exception as error:  # driver errors: unreachable server, bad URL
-                raise _unreachable(url, error) from None
+                raise _unreachable(shown, error) from None
     raise AssertionError("unreachable")
 
 
 def _in_memory(url: str) -> bool:
     """`:memory:`, `sqlite://`, `sqlite:///` (no path) and SQLite's in-memory URI forms."""
-    if url.strip() in (":memory:", "memory", "memory:"):
+    if url.strip() == ":memory:":
         return True
     if not url.startswith("sqlite:"):
         return False
@@ -127,6 +128,9 @@ def _journal(url: str) -> JournalStorage:
                         "journal:results/study.log.")
     path = Path(raw)
     _check_writable(url, path, "the journal file")
+    if not _looks_like_a_journal(path):
+        raise UserError(f"--storage {url}: {path} is not an Optuna journal file; give a new path "
+                        "or a journal file that netsize or Optuna wrote.")
     try:
         return JournalStorage(JournalFileBackend(str(path)))
     except Exception as error:  # not a journal (JSON lines); say nothing about its contents
@@ -135,17 +139,36 @@ def _journal(url: str) -> JournalStorage:
                         "netsize or Optuna wrote.") from None
 
 
+def _looks_like_a_journal(path: Path) -> bool:
+    """Missing, empty, or JSON lines (a journal's first byte is `{`): never append to others."""
+    try:
+        with open(path, "rb") as handle:
+            first = handle.read(1)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return first in (b"", b"{")
+
+
 def _check_writable(url: str, path: Path, what: str) -> None:
+    example = ("sqlite:///" if "SQLite" in what else "journal:") + str(
+        path / ("study.db" if "SQLite" in what else "study.log"))
     if path.is_dir():
         raise UserError(f"--storage {url}: {path} is a folder; give the path of {what}, e.g. "
-                        f"{path / 'study.db' if 'SQLite' in what else path / 'study.log'}.")
+                        f"{example}.")
     if path.exists() and not path.is_file():
         raise UserError(f"--storage {url}: {path} is not a regular file; give the path of "
                         f"{what}.")
     folder = path.parent
+    in_the_way = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()),
+                      None)
+    if in_the_way is not None:
+        raise UserError(f"--storage {url}: {in_the_way} is a file, not a folder; pick a path "
+                        f"in a writable folder for {what}.")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:  # a file in the way, permissions, read-only file system
+    except OSError as error:  # permissions, read-only file system
         reason = error.strerror or type(error).__name__
         raise UserError(f"--storage {url}: cannot create the folder {folder} for {what} "
                         f"({reason}); pick a path in a writable folder.") from None
@@ -154,6 +177,15 @@ def _check_writable(url: str, path: Path, what: str) -> None:
         unwritable = path if path.exists() and not os.access(path, os.W_OK) else folder
         raise UserError(f"--storage {url}: {unwritable} is not writable; pick a path in a "
                         f"writable folder for {what}.")
+
+
+def _shown(url: str) -> str:
+    """The URL for messages: a password in it is masked."""
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return url
+    return parsed.render_as_string(hide_password=True) if parsed.password else url
 
 
 def _unreachable(url: str, error: Exception) -> UserError:

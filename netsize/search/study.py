@@ -8,10 +8,12 @@ before it (by trial number) ends at once as surplus, and a worker waits while ot
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,9 @@ from netsize.search.space import apply, suggest
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+MAX_REASON = 200  # characters of a failed trial's fail_reason
+KILLED, STALE = "killed", "stale"  # reasons of trials whose worker was stopped or died
 
 
 @dataclass
@@ -118,15 +123,29 @@ def _objective(study: optuna.Study, base: Recipe, origin: str, run_trial: RunTri
             recipe = apply(base, values, f"{origin} (trial {trial.number})")
             result = run_trial(recipe, trials_root / f"{trial.number:04d}",
                                MedianStopper(study, cfg.early_stopping))
+            return _record(trial, cfg, result)
         except Exception as error:  # recorded on the trial; the study goes on
-            trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}")
+            trial.set_user_attr("fail_reason", fail_reason(error))
             raise
-        return _record(trial, cfg, result)
+        except BaseException:  # Ctrl-C, SystemExit: the trial fails, the worker stops
+            trial.set_user_attr("fail_reason", KILLED)
+            raise
 
     return objective
 
 
+def fail_reason(error: BaseException) -> str:
+    """One line for a failed trial: the exception's class and the first line of its message."""
+    lines = str(error).strip().splitlines()
+    reason = f"{type(error).__name__}: {lines[0].strip()}" if lines else type(error).__name__
+    return reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 3] + "..."
+
+
 def _record(trial: optuna.Trial, cfg: SearchConfig, result: TrialResult) -> tuple[float, ...]:
+    if not result.points:
+        raise ValueError("the run saved no checkpoint to score")
+    if any(not math.isfinite(float(p["val_metric"])) for p in result.points):
+        raise ValueError("the validation metric is not a finite number (the run diverged?)")
     best = max(result.points, key=lambda p: (p["val_metric"], -p["params"]))
     trial.set_user_attr("points", result.points)
     trial.set_user_attr("curve", result.curve)
@@ -147,7 +166,11 @@ def run_worker(study: optuna.Study, base: Recipe, origin: str, run_trial: RunTri
 
     heartbeat: the storage beats (RDB), so stale trials of dead workers can be failed here.
     Gives up (UserError) after max(3, trials) failures in a row, and, without a heartbeat,
-    when others' running trials stay unfinished far longer than any trial took so far.
+    when others' running trials stay unfinished far longer than any trial took so far. The
+    study holds every trial so far either way: its outputs can be written after a UserError.
+
+    A failed trial's one-line reason is its user attr fail_reason; Optuna's own log of it (the
+    traceback) is silenced while trials run.
     """
     cfg = base.search
     objective = _objective(study, base, origin, run_trial, trials_root)
@@ -155,7 +178,7 @@ def run_worker(study: optuna.Study, base: Recipe, origin: str, run_trial: RunTri
     waiting_since: float | None = None
     while True:
         if heartbeat:
-            optuna.storages.fail_stale_trials(study)  # a dead worker's trial -> failed, requeued
+            _fail_stale_trials(study)  # a dead worker's trial -> failed, requeued
         done = count(study, TrialState.COMPLETE)
         if done >= cfg.trials:
             return
@@ -167,14 +190,41 @@ def run_worker(study: optuna.Study, base: Recipe, origin: str, run_trial: RunTri
             time.sleep(min(2.0, float(cfg.heartbeat_seconds)))  # others are finishing
             continue
         waiting_since = None
-        study.optimize(objective, n_trials=1, catch=(Exception,),
-                       callbacks=[lambda _, t: _count_failure(failures, t)])
+        with _quiet_optuna():
+            study.optimize(objective, n_trials=1, catch=(Exception,),
+                           callbacks=[lambda _, t: _count_failure(failures, t)])
         if len(failures) >= max(3, cfg.trials):
-            reason = failures[-1].user_attrs.get("fail_reason", "no reason recorded")
+            reason = failures[-1].user_attrs.get("fail_reason") or STALE
             raise UserError(f"{len(failures)} trials failed in a row (the last: {reason}); fix "
                             "the recipe or search.space and run the command again.")
         if on_trial is not None:
             on_trial()
+
+
+@contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """Optuna logs a failed trial with its whole traceback: only errors get through here."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(max(verbosity, optuna.logging.ERROR))
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _fail_stale_trials(study: optuna.Study) -> None:
+    """Fail (and requeue) the running trials whose worker stopped beating, with reason stale."""
+    storage = study._storage
+    try:  # private in Optuna: best effort, trial_rows reports a reasonless failure as stale
+        stale = storage._get_stale_trial_ids(study._study_id)  # type: ignore[attr-defined]
+    except Exception:
+        stale = []
+    for trial_id in stale:
+        try:
+            storage.set_trial_user_attr(trial_id, "fail_reason", STALE)
+        except Exception:  # another worker failed it first, or its heartbeat came back
+            pass
+    optuna.storages.fail_stale_trials(study)
 
 
 def _count_failure(failures: list[FrozenTrial], trial: FrozenTrial) -> None:
@@ -197,6 +247,13 @@ def _give_up_on_stale(study: optuna.Study, waited: float) -> None:
                     "(optuna's study.tell(n, state=FAIL)) or use an SQLite or PostgreSQL storage.")
 
 
+def _reason(trial: FrozenTrial) -> str:
+    """A failed trial's one-line reason; one failed with none recorded lost its worker."""
+    if trial.state != TrialState.FAIL:
+        return ""
+    return str(trial.user_attrs.get("fail_reason") or STALE)
+
+
 def all_points(study: optuna.Study) -> list[dict[str, Any]]:
     """Every checkpoint of every completed trial, tagged with its trial number."""
     rows = []
@@ -214,6 +271,6 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
                      "val_metric": t.values[0] if t.values else None,
                      "params": t.values[1] if t.values else None,
                      "early_stopped": t.user_attrs.get("early_stopped", False),
-                     "fail_reason": t.user_attrs.get("fail_reason", ""),
+                     "fail_reason": _reason(t),
                      **{f"param:{k}": v for k, v in t.params.items()}})
     return rows
