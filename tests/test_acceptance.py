@@ -6,12 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
-from netsize.cli.grow import run_grow
+from netsize import load_checkpoint, load_recipe, run_grow
 from netsize.data import load_data
-from netsize.io import load_checkpoint
-from netsize.recipe import load_recipe
 from netsize.train import evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,8 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.slow
 def test_digits_recipe_grows_and_reaches_95_percent(tmp_path: Path):
     recipe = load_recipe(ROOT / "recipes" / "digits.yaml")
-    summary, front = run_grow(recipe, "digits", tmp_path, torch.device("cpu"),
-                              show_progress=False)
+    result = run_grow(recipe, tmp_path, name="digits", device="cpu")
+    summary, front = result.summary, result.front
     assert len(summary.events) >= 2
     best = max(r["val_metric"] for r in summary.history)
     assert best >= 0.95

@@ -79,7 +79,9 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, cfg: SearchConfi
     existing = len(study.get_trials(deepcopy=False))
     if existing or worker_salt:
         study.sampler = make_sampler(cfg, existing + worker_salt)
-    study.set_metric_names(names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(names)
     study.set_user_attr("sampler", {"name": cfg.sampler, "seed": cfg.sampler_seed})
     return study
 
@@ -124,14 +126,23 @@ def _objective(study: optuna.Study, base: Recipe, origin: str, run_trial: RunTri
             result = run_trial(recipe, trials_root / f"{trial.number:04d}",
                                MedianStopper(study, cfg.early_stopping))
             return _record(trial, cfg, result)
+        except optuna.TrialPruned:
+            raise
         except Exception as error:  # recorded on the trial; the study goes on
-            trial.set_user_attr("fail_reason", fail_reason(error))
+            _note_failure(trial, fail_reason(error))
             raise
         except BaseException:  # Ctrl-C, SystemExit: the trial fails, the worker stops
-            trial.set_user_attr("fail_reason", KILLED)
+            _note_failure(trial, KILLED)
             raise
 
     return objective
+
+
+def _note_failure(trial: optuna.Trial, reason: str) -> None:
+    try:
+        trial.set_user_attr("fail_reason", reason)
+    except Exception:  # the storage is gone too: the trial's own error is the one to raise
+        pass
 
 
 def fail_reason(error: BaseException) -> str:
@@ -224,7 +235,9 @@ def _fail_stale_trials(study: optuna.Study) -> None:
             storage.set_trial_user_attr(trial_id, "fail_reason", STALE)
         except Exception:  # another worker failed it first, or its heartbeat came back
             pass
-    optuna.storages.fail_stale_trials(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def _count_failure(failures: list[FrozenTrial], trial: FrozenTrial) -> None:
