@@ -17,9 +17,8 @@ from netsize.cli.common import (
     new_run_dir,
     resolve_device,
     set_threads,
-    start_run_dir,
-    user_errors_exit_2,
 )
+from netsize.cli.guard import start_run_dir, user_errors_exit_2
 from netsize.cli.progress import bar, compare_table
 from netsize.recipe import load_recipe
 from netsize.runs.compare import METHODS, check_run_dirs, compare_recipe, compare_runs

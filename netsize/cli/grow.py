@@ -22,9 +22,8 @@ from netsize.cli.common import (
     recipe_overrides,
     resolve_device,
     set_threads,
-    start_run_dir,
-    user_errors_exit_2,
 )
+from netsize.cli.guard import start_run_dir, user_errors_exit_2
 from netsize.cli.progress import TrainingBar, bar, front_table
 from netsize.cli.study import study_command
 from netsize.recipe import Recipe, load_recipe

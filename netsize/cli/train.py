@@ -16,9 +16,9 @@ from netsize.cli.common import (
     recipe_overrides,
     resolve_device,
     set_threads,
-    user_errors_exit_2,
 )
 from netsize.cli.grow import OutOption, train_and_report
+from netsize.cli.guard import user_errors_exit_2
 from netsize.recipe import load_recipe
 
 
