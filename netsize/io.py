@@ -85,8 +85,8 @@ def _read_meta_and_spec(folder: Path) -> tuple[dict[str, Any], NetSpec]:
                         "written by netsize, e.g. results/grow/<recipe>/<run>/checkpoints/best.")
     meta = read_json_file(spec_path, _FIX)
     if not isinstance(meta, dict) or not isinstance(meta.get("spec"), dict):
-        raise UserError(f"{spec_path}: spec: missing; the file must hold a JSON object whose "
-                        f"\"spec\" key describes the network; {_FIX}.")
+        raise UserError(f"{spec_path}: spec: missing or not an object; the file must hold a "
+                        f"JSON object whose \"spec\" key describes the network; {_FIX}.")
     try:
         spec = NetSpec.from_dict(meta["spec"])
     except ValueError as exc:
@@ -123,6 +123,7 @@ def check_weights(path: Path, expected: Mapping[str, torch.Tensor | list[int]], 
     shapes (and, for tensors, the dtypes) expected; only its header is read. Expected names are
     listed (3 at most), names only in the file counted: the message never repeats the file."""
     header = _read_header(path, fix)
+
     def fits(name: str) -> bool:
         want, (shape, dtype) = expected[name], header[name]
         if isinstance(want, torch.Tensor):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from netsize.architecture import spec_from_config
-from netsize.data import Splits
+from netsize.data import DataCfg, Splits, SyntheticData
 from netsize.errors import UserError
 from netsize.memory import activation_elements, check_memory, estimate_training_bytes
 from netsize.model import build, count_params
@@ -17,6 +17,21 @@ from netsize.spec import NetSpec
 
 if TYPE_CHECKING:
     from netsize.recipe import Recipe
+
+
+def check_data(cfg: DataCfg) -> None:
+    """Refuse a generated data set too big for memory before `load_data` allocates it.
+
+    Only synthetic data can ask for more than its files hold: n_samples x in_features is
+    bounded by the schema only per key. Counted: inputs and targets twice (generated, then
+    split), the teacher's hidden activations twice, the noise and the teacher's weights.
+    """
+    if not isinstance(cfg, SyntheticData):
+        return
+    n, d_in, d_h, d_out = cfg.n_samples, cfg.in_features, cfg.teacher_hidden, cfg.out_features
+    values = 2 * n * (d_in + d_out) + 2 * n * d_h + n * d_out + d_h * (d_in + d_out)
+    check_memory(values * 4, "data.n_samples", f"generating {n:,} synthetic examples of "
+                 f"{d_in:,} features and {d_out:,} targets")
 
 
 def plan_network(recipe: Recipe, splits: Splits) -> NetSpec:

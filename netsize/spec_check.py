@@ -99,7 +99,7 @@ def _input_shape(raw: Any, key: str, kind: str) -> tuple[int, ...]:
 def _layers(raw: Any, key: str) -> tuple[LayerSpec, ...]:
     if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_LAYERS:
         raise ValueError(f"{key}: must be a list of 1 to {MAX_LAYERS} layers")
-    layers = []
+    layers: list[LayerSpec] = []
     for i, item in enumerate(raw):
         at = f"{key}[{i}]"
         item = _object(item, at, LAYER_KEYS, LAYER_REQUIRED)
@@ -145,8 +145,8 @@ def parse_foreign(meta: Any, structure_format: str) -> tuple[ForeignModelConfig,
     """(model config, input channels) of a pruned-model spec.json, its structure record checked;
     ValueError names the bad key."""
     if not isinstance(meta, dict) or not isinstance(meta.get("foreign"), dict):
-        raise ValueError('foreign: missing; the file must hold a JSON object whose "foreign" key '
-                         "names the architecture")
+        raise ValueError("foreign: missing or not an object; the file must hold a JSON object "
+                         'whose "foreign" key names the architecture')
     try:
         cfg = ForeignModelConfig.model_validate(meta["foreign"])
     except ValidationError:  # its message would repeat the file's values

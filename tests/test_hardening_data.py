@@ -143,8 +143,9 @@ def test_ragged_row(tmp_path: Path) -> None:
 def test_line_numbers_count_quoted_newlines_and_blank_lines(tmp_path: Path) -> None:
     rows = ["a,b,y", '"1\n",2,0', "", "3,oops,1"] + [f"{i},{i},{i % 2}" for i in range(12)]
     path = write(tmp_path / "lines.csv", "\n".join(rows) + "\n")
-    # '"1\n"' spans lines 2-3, line 4 is blank, the bad cell is on line 5.
-    refused(cfg(path), "line 2, column 1")
+    # '"1\n"' (a number: float() drops the newline) spans lines 2-3, line 4 is blank, the bad
+    # cell is on line 5.
+    refused(cfg(path), "line 5, column 2")
     rows[1] = "1,2,0"
     path = write(tmp_path / "lines.csv", "\n".join(rows) + "\n")
     refused(cfg(path), "line 4, column 2")

@@ -24,6 +24,7 @@ from netsize.data import Splits, load_data
 from netsize.errors import UserError
 from netsize.files import atomic_write_text, write_csv, write_json
 from netsize.io import load_checkpoint
+from netsize.preflight import check_data
 from netsize.recipe import Recipe, derive
 from netsize.report import Point, write_front
 from netsize.runs.compare_report import claims, report
@@ -130,6 +131,7 @@ def run_methods(recipe: Recipe, methods: Sequence[str], seeds: int, out: Path,
     folders = []
     for seed in range(recipe.seed, recipe.seed + seeds):
         seeded = derive(recipe, {"seed": seed})
+        check_data(seeded.data)
         splits = load_data(seeded.data, seed)
         for method in methods:
             root = out / "runs" / f"s{seed}"

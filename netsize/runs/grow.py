@@ -18,6 +18,7 @@ import yaml
 from netsize.data import Splits, load_data
 from netsize.files import atomic_write_text, write_csv, write_json
 from netsize.io import save_checkpoint
+from netsize.preflight import check_data
 from netsize.recipe import Recipe, recipe_to_dict
 from netsize.report import Point, grow_report, task_metric, write_front
 from netsize.train import Checkpoint, Reporter, RunSummary, SilentReporter, Trainer
@@ -77,6 +78,7 @@ def run_grow(recipe: Recipe, run_dir: str | Path, *, name: str = "run",
     stopper(epoch record) -> True ends training early; flops_budget caps training FLOPs.
     """
     run_dir = Path(run_dir)
+    check_data(recipe.data)
     splits = load_data(recipe.data, recipe.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "recipe.yaml",

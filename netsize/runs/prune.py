@@ -25,6 +25,7 @@ from netsize.files import atomic_write_text, write_csv, write_json
 from netsize.io import load_checkpoint, read_checkpoint_meta, save_checkpoint
 from netsize.measure import measure
 from netsize.model import Net, build
+from netsize.preflight import check_data
 from netsize.prune import prune_and_transfer, unit_statistics
 from netsize.recipe import Recipe, derive, load_recipe, recipe_from_dict, recipe_to_dict
 from netsize.report import Point, markdown_table, task_metric, write_front
@@ -77,7 +78,8 @@ def resolve_recipe(target: Path, recipe_path: Path | None,
             recipe = recipe_from_dict(carried, f"{target}/spec.json", overrides)
         else:
             raise UserError(f"{target}: the checkpoint carries no recipe; pass --recipe RECIPE.")
-        epochs = carried["train"]["epochs"] if isinstance(carried, dict) else recipe.train.epochs
+        epochs = (recipe_from_dict(carried, f"{target}/spec.json").train.epochs
+                  if isinstance(carried, dict) else recipe.train.epochs)
         run = target.parent.parent if target.parent.name == "checkpoints" else target
         name = run.parent.name if run.parent.name not in ("", ".") else run.name
         return recipe, int(epochs), name
@@ -98,6 +100,7 @@ def load_original(target: str | Path, recipe_path: str | Path | None = None,
     target = Path(target)
     recipe, epochs, name = resolve_recipe(target, Path(recipe_path) if recipe_path else None,
                                           list(overrides))
+    check_data(recipe.data)
     splits = load_data(recipe.data, recipe.seed)
     if target.is_dir():
         net = load_checkpoint(target)[0]

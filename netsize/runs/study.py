@@ -75,12 +75,12 @@ def run_study(command: str, name: str, recipe: Recipe, origin: str, trials: int,
 
     recipe = derive(recipe, {"search.trials": trials}, origin)
     check_space(recipe, origin)
+    url = storage_url or default_url(study_dir)
+    cfg = recipe.search
+    storage = make_storage(url, cfg.heartbeat_seconds, cfg.max_retries)  # refused: no folder
     study_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(study_dir / "recipe.yaml",
                       yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
-    url = storage_url or default_url(study_dir)
-    cfg = recipe.search
-    storage = make_storage(url, cfg.heartbeat_seconds, cfg.max_retries)
     # Workers sharing an explicit storage sample from different seeds (their process ids).
     salt = os.getpid() if storage_url is not None else 0
     study = open_study(storage, study_name or f"{command}-{name}", cfg, salt)
