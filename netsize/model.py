@@ -12,7 +12,6 @@ from torch import nn
 
 from netsize.spec import NetSpec
 
-
 _TINY: dict[torch.dtype, float] = {}
 
 

@@ -5,8 +5,8 @@ example's loss depends on that example alone, so per-example gradients, the empi
 the GradMax matrix are well defined, and scoring leaves no trace on the module (no running-stat
 updates).
 
-Notation (docs/design.md): a new unit of layer l has fan-in w (its row of W_l, plus bias) and fan-out
-omega (its column of W_{l+1}). With zero fan-in the gradient of w is
+Notation (docs/design.md): a new unit of layer l has fan-in w (its row of W_l, plus bias) and
+fan-out omega (its column of W_{l+1}). With zero fan-in the gradient of w is
     dL/dw = c * omega^T M,   M = mean_n M_n,   M_n = (dl_n/dz_{l+1}) x_n^T
 where x_n is layer l's input (with a 1 appended for the bias) and c = f'(0) times the eval-mode
 batch-norm scale. For convolutions the rows of M_n run over (out channel, kernel tap) of the next
