@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from netsize.errors import UserError
 from netsize.recipe import Recipe
+from netsize.report import OBJECTIVES
 from netsize.search.config import EarlyStoppingConfig, SearchConfig
 from netsize.search.space import apply, suggest
 
@@ -44,8 +45,14 @@ class TrialResult:
 RunTrial = Callable[[Recipe, Path, Callable[[dict[str, Any]], bool]], TrialResult]
 
 
+def objectives(cfg: SearchConfig) -> dict[str, str]:
+    """The front's objectives (netsize.report.OBJECTIVES), and FLOPs when the recipe asks."""
+    fewer = OBJECTIVES["params"]  # FLOPs, like parameters, are minimised
+    return {**OBJECTIVES, **({"flops": fewer} if cfg.flops_objective else {})}
+
+
 def objective_names(cfg: SearchConfig) -> list[str]:
-    return ["val_metric", "params", "flops"] if cfg.flops_objective else ["val_metric", "params"]
+    return list(objectives(cfg))
 
 
 def _constraints(trial: FrozenTrial) -> list[float]:
@@ -71,7 +78,9 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, cfg: SearchConfi
     for workers sharing a storage), so resuming does not replay the first trials' values.
     """
     names = objective_names(cfg)
-    directions = [StudyDirection.MAXIMIZE] + [StudyDirection.MINIMIZE] * (len(names) - 1)
+    up = OBJECTIVES["val_metric"]
+    directions = [StudyDirection.MAXIMIZE if way == up else StudyDirection.MINIMIZE
+                  for way in objectives(cfg).values()]
     study = optuna.create_study(storage=storage, study_name=name, directions=directions,
                                 sampler=make_sampler(cfg), load_if_exists=True)
     if list(study.directions) != directions:
