@@ -1,0 +1,201 @@
+"""A network as a graph of ops: the vocabulary every architecture is written in.
+
+A `GraphSpec` is a frozen, JSON-able list of `Node`s in topological order. Each node names its
+inputs ("input" is the network input); the last node is the output. Ops:
+
+- conv: Conv2d(width, kernel, stride, padding, bias); depthwise: one filter per input channel
+- linear: Linear(width, bias)
+- norm: kind batch (BatchNorm1d/2d) or group (GroupNorm with `groups` groups)
+- act: kind relu (gradient 1 at 0), leaky_relu (slope), gelu, silu, tanh
+- pool: kind max or avg, kernel, stride (default: kernel)
+- gap: global average pooling (C, H, W) -> (C,);  flatten: (C, H, W) -> (C*H*W,)
+- dropout: p;  add: elementwise sum of equal shapes;  concat: along channels
+
+Shapes are per example: (C, H, W) for images, (F,) for features.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+OPS = ("conv", "linear", "norm", "act", "pool", "gap", "flatten", "dropout", "add", "concat")
+ACTS = ("relu", "leaky_relu", "gelu", "silu", "tanh")
+PARAM_OPS = ("conv", "linear", "norm")  # ops that hold tensors
+NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    op: str
+    inputs: tuple[str, ...] = ()
+    width: int = 0  # conv/linear: output channels or features
+    kernel: int = 1  # conv, pool
+    stride: int = 1  # conv; pool (0: the kernel)
+    padding: int = 0  # conv
+    bias: bool = True  # conv, linear
+    depthwise: bool = False  # conv: groups = channels, width = input channels
+    kind: str = ""  # norm: batch | group; act: relu | ...; pool: max | avg
+    groups: int = 1  # norm kind group: number of groups
+    slope: float = 0.01  # act leaky_relu: negative slope
+    p: float = 0.0  # dropout probability
+
+    def to_dict(self) -> dict[str, Any]:
+        """Only the fields that differ from the defaults (short, readable spec.json)."""
+        full = asdict(self)
+        default = asdict(Node(self.name, self.op))
+        out = {k: v for k, v in full.items() if k in ("name", "op") or v != default[k]}
+        if "inputs" in out:
+            out["inputs"] = list(out["inputs"])
+        return out
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    input_shape: Shape
+    n_outputs: int
+    nodes: tuple[Node, ...]
+    _shapes: dict[str, Shape] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_shapes", infer_shapes(self))
+
+    # -- facts ------------------------------------------------------------------------------
+    @property
+    def output(self) -> str:
+        return self.nodes[-1].name
+
+    def node(self, name: str) -> Node:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    def shape(self, name: str) -> Shape:
+        """Output shape of a node (or of "input") for one example."""
+        return self.input_shape if name == "input" else self._shapes[name]
+
+    def in_channels(self, node: Node) -> int:
+        return self.shape(node.inputs[0])[0]
+
+    def readers(self, name: str) -> list[Node]:
+        return [n for n in self.nodes if name in n.inputs]
+
+    def params(self) -> int:
+        return sum(node_params(self, n) for n in self.nodes)
+
+    def describe(self) -> str:
+        widths = [str(n.width) for n in self.nodes if n.op in ("conv", "linear")
+                  and n.name != self.output and not n.depthwise]
+        return f"graph {len(self.nodes)} ops, widths " + "-".join(widths)
+
+    # -- editing ----------------------------------------------------------------------------
+    def replace_node(self, name: str, **changes: Any) -> GraphSpec:
+        nodes = tuple(replace(n, **changes) if n.name == name else n for n in self.nodes)
+        return replace(self, nodes=nodes)
+
+    def insert_after(self, name: str, new: tuple[Node, ...], rewire: str) -> GraphSpec:
+        """Insert `new` after node `name`; readers of `name` (except the new nodes) read
+        `rewire` instead."""
+        out: list[Node] = []
+        for node in self.nodes:
+            if node.name not in {n.name for n in new} and name in node.inputs:
+                node = replace(node, inputs=tuple(rewire if i == name else i
+                                                  for i in node.inputs))
+            out.append(node)
+            if node.name == name:
+                out.extend(new)
+        return replace(self, nodes=tuple(out))
+
+    # -- files ------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "graph", "input_shape": list(self.input_shape),
+                "n_outputs": self.n_outputs, "nodes": [n.to_dict() for n in self.nodes]}
+
+    @staticmethod
+    def from_dict(raw: dict[str, Any]) -> GraphSpec:
+        nodes = tuple(Node(**{**n, "inputs": tuple(n.get("inputs", ()))}) for n in raw["nodes"])
+        return GraphSpec(tuple(raw["input_shape"]), int(raw["n_outputs"]), nodes)
+
+
+# ------------------------------------------------------------------------------------ shapes
+def infer_shapes(spec: GraphSpec) -> dict[str, Shape]:
+    """Every node's output shape; ValueError naming the node on any inconsistency."""
+    if not spec.nodes:
+        raise ValueError("nodes: a network needs at least one op")
+    shapes: dict[str, Shape] = {"input": tuple(spec.input_shape)}
+    for node in spec.nodes:
+        if not NAME.match(node.name) or node.name in shapes:
+            raise ValueError(f"nodes.{node.name}: names are unique letters, digits and _")
+        if node.op not in OPS:
+            raise ValueError(f"nodes.{node.name}.op: must be one of {', '.join(OPS)}")
+        missing = [i for i in node.inputs if i not in shapes]
+        if not node.inputs or missing:
+            raise ValueError(f"nodes.{node.name}.inputs: must name earlier ops or 'input'")
+        shapes[node.name] = _out_shape(node, [shapes[i] for i in node.inputs])
+    if shapes[spec.output] != (spec.n_outputs,):
+        raise ValueError(f"nodes.{spec.output}: the last op must give {spec.n_outputs} "
+                         "outputs per example")
+    del shapes["input"]
+    return shapes
+
+
+def _out_shape(node: Node, ins: list[Shape]) -> Shape:
+    where = f"nodes.{node.name}"
+    x = ins[0]
+    if node.op in ("add", "concat"):
+        if len(ins) < 2:
+            raise ValueError(f"{where}.inputs: {node.op} needs two or more inputs")
+        if node.op == "add":
+            if any(s != x for s in ins):
+                raise ValueError(f"{where}: add needs inputs of one shape, got {ins}")
+            return x
+        if any(len(s) != len(x) or s[1:] != x[1:] for s in ins):
+            raise ValueError(f"{where}: concat needs equal sizes apart from channels, got {ins}")
+        return (sum(s[0] for s in ins), *x[1:])
+    if len(ins) != 1:
+        raise ValueError(f"{where}.inputs: {node.op} takes one input")
+    if node.op == "linear":
+        if len(x) != 1 or node.width < 1:
+            raise ValueError(f"{where}: linear needs features (flatten or gap first) and width")
+        return (node.width,)
+    if node.op in ("act", "dropout", "norm"):
+        if node.op == "norm" and node.kind == "group" and x[0] % node.groups:
+            raise ValueError(f"{where}.groups: must divide the {x[0]} channels")
+        return x
+    if len(x) != 3:
+        raise ValueError(f"{where}: {node.op} needs images (C, H, W), got {x}")
+    if node.op == "gap":
+        return (x[0],)
+    if node.op == "flatten":
+        return (x[0] * x[1] * x[2],)
+    if node.op == "pool":
+        stride = node.stride or node.kernel
+        size = tuple((s - node.kernel) // stride + 1 for s in x[1:])
+        return _positive(where, (x[0], *size))
+    channels = x[0] if node.depthwise else node.width
+    size = tuple((s + 2 * node.padding - node.kernel) // node.stride + 1 for s in x[1:])
+    return _positive(where, (channels, *size))
+
+
+def _positive(where: str, shape: Shape) -> Shape:
+    if min(shape) < 1:
+        raise ValueError(f"{where}: the image is too small here ({shape}); use fewer poolings "
+                         "or strides")
+    return shape
+
+
+def node_params(spec: GraphSpec, node: Node) -> int:
+    if node.op == "conv":
+        c_in = spec.in_channels(node)
+        per_filter = node.kernel**2 * (1 if node.depthwise else c_in)
+        out = c_in if node.depthwise else node.width
+        return out * (per_filter + int(node.bias))
+    if node.op == "linear":
+        return node.width * (spec.in_channels(node) + int(node.bias))
+    if node.op == "norm":
+        return 2 * spec.in_channels(node)
+    return 0
