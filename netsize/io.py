@@ -13,11 +13,11 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from netsize.errors import UserError
 from netsize.files import json_default
-from netsize.model import Net, build
-from netsize.spec import NetSpec
+from netsize.networks import AnySpec, build_network, spec_from_json
 
 SPEC_FILE = "spec.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -38,7 +38,7 @@ def write_checkpoint_folder(folder: Path, tensors: dict[str, torch.Tensor], spec
         raise
 
 
-def save_checkpoint(folder: Path, spec: NetSpec, state: dict[str, torch.Tensor],
+def save_checkpoint(folder: Path, spec: AnySpec, state: dict[str, torch.Tensor],
                     meta: dict[str, Any]) -> None:
     """Write folder/spec.json and folder/weights.safetensors, all or nothing."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
@@ -78,7 +78,7 @@ def read_json_file(path: Path, fix: str) -> Any:
         raise UserError(f"{path}: not valid JSON; {fix}.") from None
 
 
-def _read_meta_and_spec(folder: Path) -> tuple[dict[str, Any], NetSpec]:
+def _read_meta_and_spec(folder: Path) -> tuple[dict[str, Any], AnySpec]:
     spec_path = folder / SPEC_FILE
     if not spec_path.is_file():
         raise UserError(f"{folder}: not a netsize checkpoint (no {SPEC_FILE}); pass a folder "
@@ -88,7 +88,7 @@ def _read_meta_and_spec(folder: Path) -> tuple[dict[str, Any], NetSpec]:
         raise UserError(f"{spec_path}: spec: missing or not an object; the file must hold a "
                         f"JSON object whose \"spec\" key describes the network; {_FIX}.")
     try:
-        spec = NetSpec.from_dict(meta["spec"])
+        spec = spec_from_json(meta["spec"])
     except ValueError as exc:
         raise UserError(f"{spec_path}: {exc}; {_FIX}.") from None
     except (TypeError, KeyError, IndexError, AttributeError, OverflowError):  # defensive
@@ -141,7 +141,8 @@ def check_weights(path: Path, expected: Mapping[str, torch.Tensor | list[int]], 
         raise UserError(f"{path}: the weights do not fit {what} ({'; '.join(problems)}); {fix}.")
 
 
-def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> tuple[Net, dict]:
+def load_checkpoint(folder: str | Path,
+                    device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the network from spec.json and fill it from weights.safetensors (no code runs).
 
     Nothing real is allocated before the weights file's header is checked against the spec:
@@ -152,7 +153,7 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> t
     if not weights.is_file():
         raise UserError(f"{folder}: {WEIGHTS_FILE} is missing; {_FIX}.")
     with torch.device("meta"):
-        net = build(spec)
+        net = build_network(spec)
     what = f"{SPEC_FILE} ({spec.describe()})"
     check_weights(weights, net.state_dict(), what, _FIX)
     try:
