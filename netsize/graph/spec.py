@@ -87,10 +87,13 @@ class GraphSpec:
     def params(self) -> int:
         return sum(node_params(self, n) for n in self.nodes)
 
+    def widths(self) -> list[int]:
+        """Output widths of the conv and linear ops before the output layer."""
+        return [n.width for n in self.nodes if n.op in ("conv", "linear")
+                and n.name != self.output and not n.depthwise]
+
     def describe(self) -> str:
-        widths = [str(n.width) for n in self.nodes if n.op in ("conv", "linear")
-                  and n.name != self.output and not n.depthwise]
-        return f"graph {len(self.nodes)} ops, widths " + "-".join(widths)
+        return f"graph {len(self.nodes)} ops, widths " + "-".join(map(str, self.widths()))
 
     # -- editing ----------------------------------------------------------------------------
     def replace_node(self, name: str, **changes: Any) -> GraphSpec:

@@ -1,0 +1,222 @@
+"""Scores for any graph network, with autograd doing the per-route work.
+
+- Per-example gradients come from torch.func (functional_call + vmap(grad)), in eval mode,
+  where each example's loss depends on that example alone; chunked to bound memory.
+- The natural expansion score of a candidate is the eta of the new entries of the network that
+  growth would build (the same fan-out, the very same random draw): old entries' gradients do
+  not change when the function does not, so gain = eta(expanded) - eta(now) exactly.
+- GradMax's fan-out: with zero fan-in the new fan-in gradient is linear in the fan-out,
+  g(U) = U^T M. M^T u is one backward pass; M v the derivative of <g(U), v> in U (double
+  backward). A few rounds of block power iteration give M's top-k left singular vectors.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from netsize.graph.groups import Group
+from netsize.losses import per_example_loss
+from netsize.surgery import IndexMap
+
+
+def natural_score(per_example: torch.Tensor, damping: float) -> float:
+    """eta = g^T (F + damping)^-1 g, diagonal empirical Fisher; per_example: (N, P)."""
+    g = per_example.mean(0)
+    return float((g.pow(2) / (per_example.pow(2).mean(0) + damping)).sum())
+
+
+def per_example_grads(net: nn.Module, names: list[str], x: torch.Tensor, y: torch.Tensor,
+                      task: str, chunk: int = 64) -> dict[str, torch.Tensor]:
+    """{name: (N, *shape)} gradients of each example's loss for the parameters `names`."""
+    was_training = net.training
+    net.eval()
+    params = {n: p.detach() for n, p in net.named_parameters()}
+    buffers = {n: b.detach() for n, b in net.named_buffers()}
+    chosen = {n: params[n] for n in names}
+    rest = {**{n: p for n, p in params.items() if n not in chosen}, **buffers}
+
+    def loss_one(sub: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor):
+        out = functional_call(net, {**rest, **sub}, (xi[None],))
+        return per_example_loss(out, yi[None], task).sum()
+
+    per_chunk = vmap(grad(loss_one), in_dims=(None, 0, 0))
+    try:
+        parts = [per_chunk(chosen, x[i : i + chunk], y[i : i + chunk])
+                 for i in range(0, len(x), chunk)]
+    finally:
+        net.train(was_training)
+    return {n: torch.cat([p[n] for p in parts]) for n in names}
+
+
+def new_entries(index_map: IndexMap, name: str) -> torch.Tensor | None:
+    """Boolean mask over a tensor of the grown network: True where the entry is new."""
+    source = index_map.get(name)
+    if source is None or source.name is None:
+        return None  # a brand-new tensor: every entry is new
+    masks = [idx < 0 for idx in source.index if idx is not None]
+    if not any(bool(m.any()) for m in masks):
+        return torch.zeros(0, dtype=torch.bool)  # nothing new here
+    grids = torch.meshgrid(*[(idx < 0) if idx is not None else torch.zeros(1, dtype=torch.bool)
+                             for idx in source.index], indexing="ij")
+    out = grids[0]
+    for g in grids[1:]:
+        out = out | g
+    return out
+
+
+def gain(grown: nn.Module, index_map: IndexMap, x: torch.Tensor, y: torch.Tensor, task: str,
+         damping: float) -> float:
+    """eta contribution of every new entry of `grown` (= eta(grown) - eta(before))."""
+    masks: dict[str, torch.Tensor | None] = {}
+    for name, param in grown.named_parameters():
+        mask = new_entries(index_map, name)
+        if mask is None or mask.numel() > 0:
+            masks[name] = None if mask is None else _broadcast(mask, param.shape)
+    if not masks:
+        return 0.0
+    grads = per_example_grads(grown, list(masks), x, y, task)
+    columns = [g.flatten(1) if masks[n] is None else g[:, masks[n]]
+               for n, g in grads.items()]
+    return natural_score(torch.cat(columns, dim=1), damping)
+
+
+def _broadcast(mask: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """A mask over the leading dims (the index map's) expanded to the tensor's full shape."""
+    while mask.dim() < len(shape):
+        mask = mask.unsqueeze(-1)
+    return mask.expand(shape)
+
+
+def eta(net: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str, damping: float) -> float:
+    """The natural expansion score of the whole network (diagonal empirical Fisher)."""
+    names = [n for n, _ in net.named_parameters()]
+    grads = per_example_grads(net, names, x, y, task)
+    return natural_score(torch.cat([g.flatten(1) for g in grads.values()], dim=1), damping)
+
+
+# ----------------------------------------------------------------------------- GradMax fan-out
+class FanOutProbe:
+    """A grown network with zero fan-in whose new fan-out is a variable U (D_out, k).
+
+    Column j of U is unit j's fan-out: the entries of every consumer's new columns that
+    belong to unit j, consumer by consumer in the group's order. `fanin_grad(U)` is the
+    gradient of the mean loss with respect to each unit's new fan-in entries, (k, D_in) =
+    U^T M (the activation's slope and eval-mode norm scale included)."""
+
+    def __init__(self, grown: nn.Module, group: Group, k: int, index_map: IndexMap,
+                 x: torch.Tensor, y: torch.Tensor, task: str):
+        self.net, self.group, self.k, self.x, self.y, self.task = grown, group, k, x, y, task
+        self.params = {n: p.detach() for n, p in grown.named_parameters()}
+        self.buffers = {n: b.detach() for n, b in grown.named_buffers()}
+        # every parameter with new leading entries is fan-in side: producers, norms, depthwise
+        self.fan_in = [(n, idx[0] < 0) for n, src in index_map.items()
+                       if n in self.params and src.name is not None and (idx := src.index)
+                       and idx[0] is not None and bool((idx[0] < 0).any())]
+        self.fan_out = [(f"ops.{c}.weight", index_map[f"ops.{c}.weight"].index[1] < 0)
+                        for c in group.consumers]
+
+    def layout(self) -> list[tuple[str, int, list[int], int]]:
+        """(consumer weight, rows, entries per unit of each site, kernel taps)."""
+        out = []
+        for consumer, (name, _) in zip(self.group.consumers, self.fan_out, strict=True):
+            w = self.params[name]
+            taps = w[0, 0].numel() if w.dim() > 2 else 1
+            out.append((name, w.shape[0], [s.mult for s in self.group.columns_of(consumer)],
+                        taps))
+        return out
+
+    def dim(self) -> int:
+        return sum(rows * sum(mults) * taps for _, rows, mults, taps in self.layout())
+
+    def weights(self, u: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Consumer weights with their new columns taken from u (D_out, k)."""
+        out, start = {}, 0
+        for (name, rows, mults, taps), (_, cols) in zip(self.layout(), self.fan_out,
+                                                        strict=True):
+            per_unit = sum(mults) * taps
+            block = u[start : start + rows * per_unit].reshape(rows, per_unit, self.k)
+            start += rows * per_unit
+            pieces, at = [], 0
+            for mult in mults:  # site by site: k units x mult columns x taps
+                part = block[:, at : at + mult * taps].permute(0, 2, 1)  # (rows, k, mult*taps)
+                pieces.append(part.reshape(rows, self.k * mult, taps))
+                at += mult * taps
+            out[name] = _scatter_columns(self.params[name], cols, torch.cat(pieces, dim=1))
+        return out
+
+    def fanin_grad(self, u: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+        """(k, D_in): gradient of the mean loss w.r.t. each new unit's fan-in entries."""
+        fan_in = {n: self.params[n].clone().requires_grad_(True) for n, _ in self.fan_in}
+        params = {**self.params, **fan_in, **self.weights(u)}
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            out = functional_call(self.net, {**params, **self.buffers}, (self.x,))
+            loss = per_example_loss(out, self.y, self.task).mean()
+            grads = torch.autograd.grad(loss, list(fan_in.values()), create_graph=create_graph)
+        finally:
+            self.net.train(was_training)
+        rows = []
+        for g, (_, mask) in zip(grads, self.fan_in, strict=True):
+            new = g[mask.to(g.device)]  # (segments * k, ...) unit-major within a segment
+            rows.append(new.reshape(-1, self.k, *new.shape[1:]).transpose(0, 1)
+                        .reshape(self.k, -1))
+        return torch.cat(rows, dim=1)
+
+
+def _scatter_columns(w: torch.Tensor, cols: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """w with the columns `cols` (dim 1) replaced by `new`, differentiable in `new`."""
+    index = cols.nonzero().squeeze(1).to(w.device)
+    return w.detach().index_copy(1, index, new.reshape(w.shape[0], len(index), *w.shape[2:]))
+
+
+def gradmax_fanout(probe: FanOutProbe, k: int, generator: torch.Generator,
+                   rounds: int = 6) -> torch.Tensor:
+    """Top-k left singular vectors of M (D_out, k), orthonormal columns, by block power
+    iteration (exact when M is small enough to be built column by column)."""
+    d = probe.dim()
+    dtype = probe.params[probe.fan_out[0][0]].dtype
+    if d <= EXACT_DIM:
+        u, _, _ = torch.linalg.svd(gradmax_matrix(probe), full_matrices=False)
+        return _complete(u[:, :k], d, k, generator)
+    u = torch.linalg.qr(torch.randn(d, k, generator=generator, dtype=dtype))[0]
+    for _ in range(rounds):
+        u = u.detach().requires_grad_(True)
+        g = probe.fanin_grad(u, create_graph=True)  # (k, D_in) = U^T M
+        v = g.detach()
+        (mv,) = torch.autograd.grad((g * v).sum(), u)  # d/dU trace(U^T M V) = M V
+        u = torch.linalg.qr(mv.detach())[0]
+    return _complete(u, d, k, generator)
+
+
+EXACT_DIM = 256  # fan-out dimensions up to which M is built exactly
+
+
+def gradmax_matrix(probe: FanOutProbe) -> torch.Tensor:
+    """M (D_out, D_in), row by row: fanin_grad(U) = U^T M, so basis columns give M's rows
+    (k rows per backward pass)."""
+    d, k = probe.dim(), probe.k
+    dtype = probe.params[probe.fan_out[0][0]].dtype
+    rows = []
+    for start in range(0, d, k):
+        block = torch.zeros(d, k, dtype=dtype)
+        count = min(k, d - start)
+        block[start : start + count, :count] = torch.eye(count, dtype=dtype)
+        rows.append(probe.fanin_grad(block).detach()[:count])
+    return torch.cat(rows, dim=0)
+
+
+def _complete(u: torch.Tensor, d: int, k: int, generator: torch.Generator) -> torch.Tensor:
+    if u.shape[1] < k:
+        extra = torch.randn(d, k - u.shape[1], generator=generator, dtype=u.dtype)
+        u = torch.cat([u, extra / extra.norm(dim=0, keepdim=True)], dim=1)
+    signs = torch.sign(u.gather(0, u.abs().argmax(0, keepdim=True)))
+    return u * torch.where(signs == 0, torch.ones_like(signs), signs)
+
+
+def scale_columns(u: torch.Tensor, target: float) -> torch.Tensor:
+    return u / u.norm(dim=0, keepdim=True).clamp_min(1e-12) * target
+
+
