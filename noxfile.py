@@ -1,4 +1,4 @@
-"""Developer sessions: `nox -s tests`, `slow`, `lint`, `typecheck` and `smoke`.
+"""Developer sessions: `nox -s tests`, `slow`, `fuzz`, `lint`, `typecheck` and `smoke`.
 
 Each session installs netsize into its own virtual environment (torch included, a few GB the first
 time); pass `-R` to reuse them on later runs.
@@ -24,6 +24,14 @@ def slow(session: nox.Session) -> None:
     """End-to-end runs that take minutes (the digits acceptance run)."""
     session.install("-e", ".[dev]")
     session.run("pytest", "-q", "-m", "slow", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def fuzz(session: nox.Session) -> None:
+    """The recipe fuzzer and the bad-input cases, with the slow one-epoch run of every mutant."""
+    session.install("-e", ".[dev]")
+    session.run("pytest", "-q", "-m", "slow or not slow", "tests/test_fuzz_recipes.py",
+                "tests/test_bad_inputs.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -8,7 +8,7 @@ initialiser (gradmax, random, zero_out). All return new objects.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
@@ -137,6 +137,25 @@ def schedule_due(step: int, cfg: GrowConfig) -> bool:
 
 def schedule_units(initial_width: int, cfg: GrowConfig) -> int:
     return max(1, math.ceil(cfg.schedule.amount * initial_width))
+
+
+def schedule_candidates(spec: NetSpec, initial_widths: list[int], cfg: GrowConfig,
+                        params_now: int) -> list[Candidate]:
+    """One scheduled growth: widen each layer by its share of its initial width, within
+    grow.max_width (the last units up to it) and grow.max_params (a layer that would pass it
+    is left as it is). Layers are widened in order, each counted on the network before it."""
+    out: list[Candidate] = []
+    for i, initial in enumerate(initial_widths[: len(spec.layers)]):
+        layer = spec.layers[i]
+        units = min(schedule_units(initial, cfg), cfg.max_width - layer.width)
+        added = width_params(spec, i, units) if units > 0 else 0
+        if units < 1 or params_now + added > cfg.max_params:
+            continue
+        out.append(Candidate("width", i, units, added))
+        params_now += added
+        wider = replace(layer, width=layer.width + units)
+        spec = spec.with_layers((*spec.layers[:i], wider, *spec.layers[i + 1 :]))
+    return out
 
 
 def _next_weight(net: Net, layer: int) -> torch.Tensor:

@@ -11,7 +11,15 @@ import torch
 from netsize.architecture import spec_from_config
 from netsize.data import DataCfg, Splits, SyntheticData
 from netsize.errors import UserError
-from netsize.memory import activation_elements, check_memory, estimate_training_bytes
+from netsize.memory import (
+    FLOAT_BYTES,
+    PARAM_COPIES,
+    USABLE_FRACTION,
+    activation_elements,
+    available_bytes,
+    check_memory,
+    estimate_training_bytes,
+)
 from netsize.model import build, count_params
 from netsize.spec import NetSpec
 
@@ -61,3 +69,14 @@ def plan_network(recipe: Recipe, splits: Splits) -> NetSpec:
         raise UserError("train.batch_size: batch norm needs at least 2 examples per batch; "
                         "raise train.batch_size or set model.norm: none.")
     return spec
+
+
+def growth_params_limit(max_params: int) -> int:
+    """grow.max_params, lowered to the parameters the memory left now can hold.
+
+    The start network's check judges growth by a rough cap; this bound keeps growth itself
+    (a large grow.increment, a long schedule) from allocating past the machine's memory: a
+    candidate beyond it is never proposed, as if grow.max_params were reached.
+    """
+    fits = int(USABLE_FRACTION * available_bytes()) // (FLOAT_BYTES * PARAM_COPIES)
+    return max(1, min(max_params, fits))

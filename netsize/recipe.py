@@ -36,7 +36,7 @@ from netsize.growth import GrowConfig, ScheduleConfig
 from netsize.prune import PruneConfig
 from netsize.search.config import EarlyStoppingConfig, ParamSpace, SearchConfig
 from netsize.train import TrainConfig
-from netsize.yaml_strict import load_yaml_file, load_yaml_text
+from netsize.yaml_strict import StrictYamlError, load_yaml_file, load_yaml_text
 
 __all__ = [
     "AugmentConfig", "CnnConfig", "CompareConfig", "CsvData", "EarlyStoppingConfig",
@@ -69,14 +69,28 @@ class Recipe(Strict):
 
 
 # -------------------------------------------------------------------------------------- loading
+_TAGS = {"data": {"sklearn", "torchvision", "csv", "synthetic"},
+         "model": {"mlp", "cnn", "timm", "torchvision"}}
+_TAG_KEYS = {"data": ("source", "'sklearn', 'torchvision', 'csv' or 'synthetic'"),
+             "model": ("kind", "'mlp', 'cnn', 'timm' or 'torchvision'")}
+
+
+def one_line(text: str, limit: int = 80) -> str:
+    """`text` for a one-line message: whitespace and control characters collapsed, shortened."""
+    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _dotted(loc: tuple[Any, ...]) -> str:
-    # Pydantic puts the discriminator tag (e.g. 'csv') into the location; drop it.
-    tags = {"sklearn", "torchvision", "csv", "synthetic", "mlp", "cnn", "timm"}
-    parts = [str(p) for p in loc if str(p) not in tags]
-    return ".".join(parts) if parts else "(top level)"
+    # Pydantic puts the discriminator's tag (e.g. 'csv') after the section; drop it there only.
+    parts = [str(p) for p in loc]
+    if len(parts) > 1 and parts[1] in _TAGS.get(parts[0], ()):
+        del parts[1]
+    return one_line(".".join(parts)) if parts else "(top level)"
 
 
 def _describe(error: ValidationError, origin: str) -> str:
+    """One line: the origin, the dotted key and the rule it breaks (never the value itself)."""
     first = error.errors()[0]
     key = _dotted(tuple(first["loc"]))
     message = first["msg"].removeprefix("Value error, ")
@@ -84,9 +98,11 @@ def _describe(error: ValidationError, origin: str) -> str:
         message = "is not a known key; check its spelling against the recipe reference in README.md"
     elif first["type"] == "missing":
         message = "is required"
-    elif first["type"] == "union_tag_invalid" or first["type"] == "union_tag_not_found":
-        message = message.replace("Input tag", "value").replace("'source'", "source")
-    return f"{origin}: {key}: {message}"
+    elif first["type"] in ("union_tag_invalid", "union_tag_not_found") and key in _TAG_KEYS:
+        # pydantic's message quotes the value, which may be anything the file holds
+        tag, choices = _TAG_KEYS[key]
+        key, message = f"{key}.{tag}", f"should be {choices}"
+    return f"{one_line(origin, 300)}: {key}: {one_line(message, 300)}"
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, origin: str) -> None:
@@ -95,7 +111,8 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, origin: str) -> N
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise UserError(f"{origin}: cannot set {dotted}: {part} is not a section.")
+            raise UserError(f"{origin}: cannot set {one_line(dotted)}: {one_line(part)} is not a "
+                        "section.")
         node = child
     node[parts[-1]] = value
 
@@ -104,9 +121,12 @@ def parse_override(text: str) -> tuple[str, Any]:
     """'train.lr=0.01' -> ('train.lr', 0.01); the value is read as YAML (numbers, lists, ...)."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise UserError(f"--set {text!r} is not of the form section.key=value, e.g. train.lr=0.01.")
+        raise UserError(f"--set {one_line(text)!r} is not of the form section.key=value, e.g. "
+                        "train.lr=0.01.")
     try:
-        value = load_yaml_text(raw, f"--set {key.strip()}")
+        value = load_yaml_text(raw, f"--set {one_line(key)}")
+    except StrictYamlError:
+        raise  # YAML, only too deep, too big or repeating a key: not a plain string
     except UserError:
         value = raw  # not YAML: the text itself (validation says if a string is wrong here)
     return key.strip(), value
@@ -120,7 +140,7 @@ def recipe_from_dict(raw: Any, origin: str, overrides: list[str] | tuple[str, ..
         key, value = parse_override(text)
         if tuple(key.split(".")) in PATH_KEYS and isinstance(value, str) and value:
             value = str(Path(value).expanduser().absolute())
-        _set_dotted(tree, key, value, f"--set {text}")
+        _set_dotted(tree, key, value, f"--set {one_line(text)}")
     try:
         return Recipe.model_validate(tree)
     except ValidationError as error:

@@ -24,7 +24,7 @@ from netsize.data import Splits, augment_batch
 from netsize.errors import UserError
 from netsize.losses import batch_loss
 from netsize.model import Net, build, count_flops, count_params
-from netsize.preflight import plan_network
+from netsize.preflight import growth_params_limit, plan_network
 from netsize.spec import NetSpec
 from netsize.surgery import IndexMap, carry_optimizer_state
 
@@ -150,6 +150,9 @@ class Trainer:
         self.recipe, self.splits, self.device = recipe, splits.to(device), device
         self.reporter = reporter or SilentReporter()
         self.grow = grow and recipe.grow.trigger != "none"
+        # growth stops at grow.max_params or at what memory holds, whichever comes first
+        self.grow_cfg = recipe.grow.model_copy(
+            update={"max_params": growth_params_limit(recipe.grow.max_params)})
         torch.manual_seed(recipe.seed)
         if net is None:
             if not isinstance(recipe.model, NATIVE):
@@ -195,13 +198,12 @@ class Trainer:
         self.flops_per_example = count_flops(self.net, self.splits.input_shape)
 
     def _growth_candidates(self) -> list[growth.Candidate]:
-        cfg = self.recipe.grow
+        cfg = self.grow_cfg
         if len(self.summary.events) >= cfg.max_events:
             return []
         if cfg.trigger == "schedule" and growth.schedule_due(self.step, cfg):
-            spec = self.net.spec
-            return [growth.Candidate("width", i, growth.schedule_units(w, cfg), 0)
-                    for i, w in enumerate(self.initial_widths) if i < len(spec.layers)]
+            return growth.schedule_candidates(self.net.spec, self.initial_widths, cfg,
+                                              count_params(self.net))
         due = self.step % cfg.check_every == 0 and self.step - self.last_event_step >= cfg.cooldown
         if cfg.trigger != "senn" or not due:
             return []
@@ -219,6 +221,7 @@ class Trainer:
         self.summary.growth_seconds += time.perf_counter() - started
         if not chosen:
             return
+        self._raise_if_diverged()  # a schedule scores nothing first: never grow a NaN network
         # The trained model just before growth is a point of its own on the size/metric front.
         self.reporter.checkpoint(self._checkpoint(f"event-{len(self.summary.events) + 1:03d}"))
         started = time.perf_counter()

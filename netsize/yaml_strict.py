@@ -19,6 +19,11 @@ MAX_BYTES = 1024 * 1024  # recipe files larger than this are refused unread
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
+class StrictYamlError(UserError):
+    """YAML that parses but is refused: nested too deep, an alias bomb, a recursive alias or a
+    duplicate key. Unlike a syntax error, this never means "the text was not meant as YAML"."""
+
+
 class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that bounds depth and alias expansion while composing, and refuses duplicates.
 
@@ -37,7 +42,7 @@ class _StrictLoader(yaml.SafeLoader):
         self._saw_alias = False
 
     def _refuse(self, line: int, problem: str, fix: str) -> UserError:
-        return UserError(f"{self.origin} line {line + 1}: {problem}; {fix}.")
+        return StrictYamlError(f"{self.origin} line {line + 1}: {problem}; {fix}.")
 
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         event = self.peek_event()
@@ -82,7 +87,7 @@ class _StrictLoader(yaml.SafeLoader):
         if size > MAX_NODES:
             fix = "; shrink the recipe"
             fix = " (YAML aliases); remove the aliases" if self._saw_alias else fix
-            raise UserError(f"{self.origin}: expands to more than {MAX_NODES} values{fix}.")
+            raise StrictYamlError(f"{self.origin}: expands to more than {MAX_NODES} values{fix}.")
         if height > MAX_DEPTH:
             raise self._refuse(line, f"nested more than {MAX_DEPTH} levels deep once its "
                                "aliases are expanded", "flatten the recipe or remove the aliases")
@@ -127,7 +132,7 @@ def load_yaml_text(text: str, origin: str) -> Any:
     except yaml.YAMLError:
         where = ""
     except RecursionError:
-        raise UserError(f"{origin}: nested too deeply to read; flatten the recipe.") from None
+        raise StrictYamlError(f"{origin}: nested too deeply to read; flatten the recipe.") from None
     finally:
         if loader is not None:
             loader.dispose()

@@ -30,8 +30,10 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from typer.testing import CliRunner
 
 from netsize.architecture import NATIVE
+from netsize.cli import app
 from netsize.data import Splits, TorchvisionData, load_data
 from netsize.errors import UserError
 from netsize.memory import ENV_VAR
@@ -46,6 +48,7 @@ BASE_FILES = sorted((ROOT / "recipes" / "tiny").glob("*.yaml")) + sorted(
 SEED = 20_240_611
 N_MUTANTS = 1_200
 N_TRAINED = 20
+N_CLI = 40  # mutants run through `netsize grow`
 # A fixed memory budget for the preflight check: the same recipes pass on every machine, and
 # nothing these tests accept can ask for more than a couple of GiB.
 MEMORY_BYTES = str(2 << 30)
@@ -335,7 +338,7 @@ def _leaf_paths() -> list[tuple[str, ...]]:
     return _all_leaf_paths()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bases() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """(name, the file as written, the file with every default filled in)."""
     return [(f.stem, yaml.safe_load(f.read_text()), recipe_to_dict(load_recipe(f)))
@@ -543,7 +546,7 @@ def _write_csvs(folder: Path) -> None:
     (folder / "table.csv").write_text("\n".join(rows) + "\n")
     reg = ["a,b,y"] + [f"{i},{i % 4},{i * 0.5 + 1}" for i in range(30)]
     (folder / "reg.csv").write_text("\n".join(reg) + "\n")
-    (folder / "latin1.csv").write_bytes("a,b,y\n".encode() + "caf\xe9,1,0\n".encode("latin-1"))
+    (folder / "latin1.csv").write_bytes(b"a,b,y\n" + "caf\xe9,1,0\n".encode("latin-1"))
     (folder / "empty.csv").write_text("")
 
 
@@ -582,6 +585,44 @@ def test_mutated_recipes_are_refused_or_run(tmp_path: Path, capsys: pytest.Captu
     assert 0.15 * N_MUTANTS < stats["accepted"] < 0.85 * N_MUTANTS, stats
     assert stats["planned"] >= 100, stats
     assert stats["one step: ok"] >= N_TRAINED // 2, stats
+
+
+def _through_the_cli(path: Path, out: Path) -> tuple[str, Any]:
+    """`netsize grow` on a mutant for one epoch: (outcome, click result)."""
+    try:
+        recipe = load_recipe(path)
+    except UserError:
+        recipe = None
+    if recipe is not None and isinstance(recipe.data, TorchvisionData) and recipe.data.download:
+        return "skipped", None
+    args = ["grow", str(path), "--out", str(out), "--device", "cpu", "--set", "train.epochs=1"]
+    result = CliRunner().invoke(app, args)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    if result.exit_code == 0 and (out / "checkpoints" / "final").is_dir():
+        return "exit 0", result
+    one_error = sum(line.startswith("error:") for line in lines) == 1 and lines[-1].startswith(
+        "error:")
+    if result.exit_code == 2 and one_error and "Traceback" not in result.output:
+        return "exit 2", result
+    return "bad", result
+
+
+@pytest.mark.usefixtures("fixed_memory")
+def test_mutants_through_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture):
+    """A sample through `netsize grow`: exit 0 with a run, or exit 2 with one error line."""
+    _write_csvs(tmp_path)
+    stats: Counter[str] = Counter()
+    for index in random.Random(SEED + 1).sample(range(N_MUTANTS), N_CLI):
+        m = mutant(index)
+        path = tmp_path / f"m{index:04d}.yaml"
+        path.write_bytes(m.data)
+        outcome, result = _through_the_cli(path, tmp_path / f"out{index:04d}")
+        stats[outcome] += 1
+        assert outcome != "bad", (f"mutant {index} ({m.description}): exit code "
+                                  f"{result.exit_code}\n{result.output[-2000:]}")
+    with capsys.disabled():
+        print(f"\nfuzz (cli): {dict(stats)}")
+    assert stats["exit 0"] >= 3 and stats["exit 2"] >= 10, stats
 
 
 def _small(p: Planned) -> Recipe:

@@ -11,6 +11,7 @@ import torch
 import typer
 from rich.console import Console
 
+from netsize.config import MAX_SEED
 from netsize.errors import UserError
 
 # Options shared by the commands (typer reads these annotations).
@@ -35,6 +36,8 @@ err_console = Console(stderr=True)
 
 def recipe_overrides(sets: list[str] | None, seed: int | None, *extra: str) -> list[str]:
     """--set values, then the command's own overrides, then --seed (the last one wins)."""
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise UserError(f"--seed {seed}: give a whole number from 0 to {MAX_SEED}.")
     return [*(sets or []), *extra, *([f"seed={seed}"] if seed is not None else [])]
 
 

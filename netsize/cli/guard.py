@@ -25,8 +25,8 @@ from netsize.rundir import RunLock, prepare_run_dir
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-# The folder of the command's run once known (for the error log), and whether this command
-# created it (a run refused before its first checkpoint leaves no folder behind).
+# The folder of the command's run once known (for the error log), and the folders this command
+# created for it (a run refused before its first checkpoint leaves no folder behind).
 _run_dir: list[Path] = []
 _created: list[Path] = []
 # A full or read-only disk is the user's to fix, not a bug: one line and exit code 2.
@@ -96,16 +96,21 @@ def _write_error_log() -> Path:
 
 def start_run_dir(path: Path, overwrite: bool = False) -> RunLock:
     """Refuse an unsafe --out, lock the folder for this process, remember it for error logs."""
-    existed = path.exists()
+    path = path.absolute()
+    made = [p for p in (path, *path.parents) if not p.exists()]  # the run folder, new parents
     lock = prepare_run_dir(path, overwrite=overwrite)
     remember_run_dir(path)
-    if not existed:
-        _created[:] = [path]
+    _created[:] = made
     return lock
 
 
 def _forget_empty_run() -> None:
-    """Remove the folder this command created if the run was refused before any checkpoint."""
-    for path in _created:
-        if path.is_dir() and not (path / "checkpoints").exists():
-            shutil.rmtree(path, ignore_errors=True)
+    """Remove the folders this command created if the run was refused before any checkpoint:
+    the run folder, then the parents made for it while they are empty."""
+    if _created and _created[0].is_dir() and not (_created[0] / "checkpoints").exists():
+        shutil.rmtree(_created[0], ignore_errors=True)
+        for parent in _created[1:]:
+            try:
+                parent.rmdir()
+            except OSError:
+                break

@@ -96,6 +96,19 @@ def eta(net: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str, damping: fl
     return natural_score(torch.cat([g.flatten(1) for g in grads.values()], dim=1), damping)
 
 
+def output_grad_norm(net: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str) -> float:
+    """mean_n |dl_n/dy_n|^2, SENN's yardstick for the absolute threshold alpha."""
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.enable_grad():
+            out = net(x).detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(per_example_loss(out, y, task).sum(), out)
+    finally:
+        net.train(was_training)
+    return float(g.pow(2).sum(1).mean())
+
+
 # ----------------------------------------------------------------------------- GradMax fan-out
 class FanOutProbe:
     """A grown network with zero fan-in whose new fan-out is a variable U (D_out, k).
