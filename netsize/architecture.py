@@ -6,15 +6,26 @@ nothing of recipes.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from netsize.config import MAX_LAYERS, MAX_WIDTH, Strict
 from netsize.errors import UserError
+from netsize.graph import presets
+from netsize.graph.config import (
+    GRAPH_CONFIGS,
+    GraphConfig,
+    ResnetConfig,
+    SecnnConfig,
+    VggConfig,
+    WrnConfig,
+)
+from netsize.graph.spec import GraphSpec
 from netsize.spec import LayerSpec, NetSpec
 
-Activation = Literal["relu", "leaky_relu", "gelu", "tanh"]
+Activation = Literal["relu", "leaky_relu", "gelu", "silu", "tanh"]
+LAYER_ACTIVATIONS = ("relu", "leaky_relu", "gelu", "tanh")  # what the layer-list nets know
 Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
 
 
@@ -25,15 +36,29 @@ class MlpConfig(Strict):
     norm: Literal["none", "batch"] = "none"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
+    def layer_list(self) -> bool:
+        return self.activation in LAYER_ACTIVATIONS
+
 
 class CnnConfig(Strict):
     kind: Literal["cnn"]
-    # channels of each conv layer, grouped in stages; 2x2 max pooling between stages,
-    # global average pooling after the last one, then a linear head.
+    # channels of each conv layer, grouped in stages; 2x2 pooling between stages; head gap:
+    # global average pooling after the last stage; head flatten: pooling after every stage and
+    # flatten; then the hidden linear layers (norm, activation, dropout) and a linear output.
     stages: list[list[Width]] = Field(min_length=1, max_length=MAX_LAYERS)
     kernel_size: Literal[1, 3, 5] = 3
     activation: Activation = "relu"
-    norm: Literal["none", "batch"] = "batch"
+    norm: Literal["none", "batch", "group"] = "batch"
+    groups: int = Field(2, ge=1, le=MAX_WIDTH)  # norm group: groups per norm
+    head: Literal["gap", "flatten"] = "gap"
+    hidden: list[Width] = Field([], max_length=16)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # after each hidden linear layer
+    pool: Literal["max", "avg"] = "max"
+
+    def layer_list(self) -> bool:
+        """Today's stage CNN (global pooling, one linear layer) keeps its layer-list form."""
+        return (self.head == "gap" and not self.hidden and self.pool == "max"
+                and self.norm != "group" and self.activation in LAYER_ACTIVATIONS)
 
     @model_validator(mode="after")
     def _no_empty_stage(self) -> CnnConfig:
@@ -54,13 +79,39 @@ class ForeignModelConfig(Strict):
     in_chans: int | None = Field(None, ge=1, le=MAX_WIDTH)  # timm only; default: data channels
 
 
-ModelConfig = Annotated[MlpConfig | CnnConfig | ForeignModelConfig, Field(discriminator="kind")]
-NATIVE = (MlpConfig, CnnConfig)  # architectures netsize builds, trains and grows itself
+ModelConfig = Annotated[
+    MlpConfig | CnnConfig | SecnnConfig | WrnConfig | ResnetConfig | VggConfig | GraphConfig
+    | ForeignModelConfig, Field(discriminator="kind")]
+# architectures netsize builds, trains and grows itself
+NATIVE = (MlpConfig, CnnConfig, *GRAPH_CONFIGS)
+MODEL_KINDS = ("mlp", "cnn", "secnn", "wrn", "resnet", "vgg", "graph", "timm", "torchvision")
 
 
-def spec_from_config(
-    model: MlpConfig | CnnConfig, input_shape: tuple[int, ...], n_outputs: int
-) -> NetSpec:
+def spec_from_config(model: Any, input_shape: tuple[int, ...],
+                     n_outputs: int) -> NetSpec | GraphSpec:
+    """The start network of a native model section for data of this shape (UserError naming
+    the model key when they do not fit)."""
+    if isinstance(model, CnnConfig) and len(input_shape) != 3:
+        raise UserError("model.kind: cnn needs image data (C, H, W) but the data are "
+                        f"{input_shape[0]} features; use kind: mlp, or image data (e.g. "
+                        "data.as_image: true for digits).")
+    try:
+        if isinstance(model, GRAPH_CONFIGS):
+            return model.graph(input_shape, n_outputs)
+        if isinstance(model, CnnConfig) and not model.layer_list():
+            return presets.cnn(input_shape, n_outputs, model.stages, model.kernel_size,
+                               model.activation, model.norm, model.head, model.hidden,
+                               model.dropout, model.pool, model.groups)
+        if isinstance(model, MlpConfig) and not model.layer_list():
+            return presets.mlp(input_shape, n_outputs, model.hidden, model.activation,
+                               model.norm, model.dropout)
+    except ValueError as error:  # shape inference: an op that does not fit the data
+        raise UserError(f"model: {error}; change the model section.") from None
+    return _layer_spec(model, input_shape, n_outputs)
+
+
+def _layer_spec(model: MlpConfig | CnnConfig, input_shape: tuple[int, ...],
+                n_outputs: int) -> NetSpec:
     norm = model.norm == "batch"
     if isinstance(model, MlpConfig):
         flat = 1

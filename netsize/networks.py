@@ -6,15 +6,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
+from netsize import growth
+from netsize.graph import grow as graph_grow
 from netsize.graph.build import build_graph
 from netsize.graph.check import parse_graph
+from netsize.graph.groups import find_groups
 from netsize.graph.spec import GraphSpec
 from netsize.model import build
 from netsize.spec import NetSpec
+from netsize.surgery import IndexMap
 
 AnySpec = NetSpec | GraphSpec
+Batch = tuple[torch.Tensor, torch.Tensor, str]
 
 
 def build_network(spec: AnySpec) -> nn.Module:
@@ -28,3 +34,78 @@ def spec_from_json(raw: Any, key: str = "spec") -> AnySpec:
     if isinstance(raw, dict) and raw.get("kind") == "graph":
         return parse_graph(raw, key)
     return NetSpec.from_dict(raw)
+
+
+# ------------------------------------------------------------------------------ growth moves
+class LayerMoves:
+    """Growth of netsize's layer-list networks (MLP, stage CNN): netsize.growth."""
+
+    @staticmethod
+    def initial(net: Any) -> dict[str, int]:
+        return {str(i): w for i, w in enumerate(net.spec.widths())}
+
+    @staticmethod
+    def seed(generator: torch.Generator) -> int:
+        return 0  # the layer moves draw from the run's generator as they go
+
+    @staticmethod
+    def senn(net: Any, batch: Batch, cfg: Any, params: int, seed: int) -> Any:
+        return growth.senn_check(net, *batch, cfg, params)
+
+    @staticmethod
+    def schedule(net: Any, initial: dict[str, int], cfg: Any, params: int,
+                 seed: int) -> list[Any]:
+        return growth.schedule_candidates(net.spec, list(initial.values()), cfg, params)
+
+    @staticmethod
+    def apply(net: Any, move: Any, cfg: Any, batch: Batch,
+              generator: torch.Generator) -> tuple[nn.Module, IndexMap, dict[str, Any]]:
+        cand = getattr(move, "chosen", move)
+        _, new_net, index_map = growth.expand(net, cand, cfg, batch, generator)
+        record = {"kind": cand.kind, "layer": cand.layer, "units": cand.units,
+                  "init": cfg.init if cand.kind == "width" else "identity"}
+        return new_net, index_map, {**record, **_scores(move, cand.kind, "layer", cand.layer)}
+
+
+class GraphMoves:
+    """Growth of graph networks (every other architecture): netsize.graph.grow."""
+
+    @staticmethod
+    def initial(net: Any) -> dict[str, int]:
+        return {g.name: g.units for g in find_groups(net.spec)}
+
+    @staticmethod
+    def seed(generator: torch.Generator) -> int:
+        return int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+
+    @staticmethod
+    def senn(net: Any, batch: Batch, cfg: Any, params: int, seed: int) -> Any:
+        return graph_grow.senn_check(net, batch, cfg, params, seed)
+
+    @staticmethod
+    def schedule(net: Any, initial: dict[str, int], cfg: Any, params: int,
+                 seed: int) -> list[Any]:
+        return graph_grow.schedule_changes(net, initial, cfg, params, seed)
+
+    @staticmethod
+    def apply(net: Any, move: Any, cfg: Any, batch: Batch,
+              generator: torch.Generator) -> tuple[nn.Module, IndexMap, dict[str, Any]]:
+        cand = getattr(move, "chosen", move)
+        built = getattr(move, "built", None) or graph_grow.build(net, cand, cfg, batch)
+        record = {"kind": cand.kind, "layer": cand.target, "units": cand.units,
+                  "init": cfg.init if cand.kind == "width" else "residual"}
+        return built[1], built[2], {**record, **_scores(move, cand.kind, "target", cand.target)}
+
+
+def _scores(move: Any, kind: str, key: str, where: Any) -> dict[str, Any]:
+    """eta, threshold, the chosen candidate's ratio and gain, and every score of a senn check."""
+    if not hasattr(move, "scored"):
+        return {}
+    mine = [s for s in move.scored if s["kind"] == kind and s[key] == where]
+    return {"eta": move.eta, "threshold": move.threshold,
+            "ratio": mine[0]["ratio"] if mine else None,
+            "gain": mine[0]["gain"] if mine else None, "scores": move.scored}
+
+
+def moves_for(net: nn.Module) -> LayerMoves | GraphMoves:
+    return GraphMoves() if isinstance(getattr(net, "spec", None), GraphSpec) else LayerMoves()

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
 from netsize.architecture import spec_from_config
 from netsize.data import DataCfg, Splits, SyntheticData
@@ -20,8 +21,8 @@ from netsize.memory import (
     check_memory,
     estimate_training_bytes,
 )
-from netsize.model import build, count_params
-from netsize.spec import NetSpec
+from netsize.model import count_params
+from netsize.networks import AnySpec, build_network
 
 if TYPE_CHECKING:
     from netsize.recipe import Recipe
@@ -42,11 +43,11 @@ def check_data(cfg: DataCfg) -> None:
                  f"{d_in:,} features and {d_out:,} targets")
 
 
-def plan_network(recipe: Recipe, splits: Splits) -> NetSpec:
+def plan_network(recipe: Recipe, splits: Splits) -> AnySpec:
     """The recipe's start network, checked on the meta device against the data and memory."""
     spec = spec_from_config(recipe.model, splits.input_shape, splits.n_outputs)  # type: ignore
     with torch.device("meta"):
-        net = build(spec)
+        net = build_network(spec)
     try:
         activations = activation_elements(net, splits.input_shape)
     except RuntimeError as error:  # a shape mismatch inside the network
@@ -61,11 +62,11 @@ def plan_network(recipe: Recipe, splits: Splits) -> NetSpec:
     growing = recipe.grow.trigger != "none"
     cap = min(recipe.grow.max_params, 10 * params + 10**6) if growing else None
     needed = estimate_training_bytes(params, activations, batch, data_bytes, cap)
-    model_key = "model.hidden" if spec.kind == "mlp" else "model.stages"
+    model_key = {"mlp": "model.hidden", "cnn": "model.stages"}.get(recipe.model.kind, "model")
     key = "train.batch_size" if activations * batch > params else model_key
     check_memory(needed, key, f"training this {spec.describe()} network ({params:,} "
                               f"parameters, batch {batch})")
-    if batch < 2 and any(layer.norm for layer in spec.layers):
+    if batch < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
         raise UserError("train.batch_size: batch norm needs at least 2 examples per batch; "
                         "raise train.batch_size or set model.norm: none.")
     return spec

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import Field, ValidationError, model_validator
 
 from netsize.architecture import (
-    NATIVE,
+    MODEL_KINDS,
     CnnConfig,
     ForeignModelConfig,
     MlpConfig,
@@ -60,8 +60,8 @@ class Recipe(Strict):
     @model_validator(mode="after")
     def _depth_needs_relu(self) -> Recipe:
         uses_depth = self.grow.trigger == "senn" and "depth" in self.grow.candidates
-        native = isinstance(self.model, NATIVE)
-        if native and uses_depth and self.model.activation != "relu":  # type: ignore[union-attr]
+        layer_list = isinstance(self.model, MlpConfig | CnnConfig) and self.model.layer_list()
+        if layer_list and uses_depth and self.model.activation != "relu":  # type: ignore
             # An identity layer preserves the function only where f(x) = x on its (>= 0) input.
             raise ValueError("depth growth needs model.activation: relu (drop 'depth' from "
                              "grow.candidates otherwise)")
@@ -70,7 +70,7 @@ class Recipe(Strict):
 
 # -------------------------------------------------------------------------------------- loading
 _TAGS = {"data": {"sklearn", "torchvision", "csv", "synthetic"},
-         "model": {"mlp", "cnn", "timm", "torchvision"}}
+         "model": set(MODEL_KINDS)}
 _TAG_KEYS = {"data": ("source", "'sklearn', 'torchvision', 'csv' or 'synthetic'"),
              "model": ("kind", "'mlp', 'cnn', 'timm' or 'torchvision'")}
 

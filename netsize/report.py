@@ -136,6 +136,7 @@ def grow_report(name: str, summary: dict[str, Any], events: list[dict[str, Any]]
         f"- end: {summary['final_architecture']} ({summary['final_params']:,} parameters)",
         f"- best validation {summary['metric']}: {summary['best_val']:.4f} "
         f"(test {summary['best_test']:.4f})",
+        f"- why the size stopped: {summary.get('growth_stopped', '')}",
         f"- growth events: {len(events)}; wall time {summary['wall_seconds']:.1f} s, of which "
         f"scoring and surgery {summary['growth_seconds']:.2f} s "
         f"({100 * summary['growth_share']:.1f}%)",

@@ -17,13 +17,14 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from netsize import growth
 from netsize.architecture import NATIVE
 from netsize.config import MAX_BATCH, MAX_EPOCHS, Strict
 from netsize.data import Splits, augment_batch
 from netsize.errors import UserError
+from netsize.grower import Grower
 from netsize.losses import batch_loss
-from netsize.model import Net, build, count_flops, count_params
+from netsize.model import count_flops, count_params
+from netsize.networks import build_network, moves_for
 from netsize.preflight import growth_params_limit, plan_network
 from netsize.spec import NetSpec
 from netsize.surgery import IndexMap, carry_optimizer_state
@@ -91,6 +92,7 @@ class SilentReporter:
 class RunSummary:
     history: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)  # every senn check, grown or not
     checkpoints: list[dict[str, Any]] = field(default_factory=list)  # metadata only
     wall_seconds: float = 0.0
     growth_seconds: float = 0.0  # scoring + surgery + optimizer rebuild
@@ -158,10 +160,9 @@ class Trainer:
             if not isinstance(recipe.model, NATIVE):
                 raise UserError(f"model.kind: {recipe.model.kind} models cannot be trained or "
                                 "grown from scratch here; use netsize prune on them.")
-            net = build(plan_network(recipe, splits))
+            net = build_network(plan_network(recipe, splits))
         self.net: Any = net.to(device)
         spec = getattr(net, "spec", None)
-        self.initial_widths = spec.widths() if spec else []
         self.initial_architecture = spec.describe() if spec else type(net).__name__
         self.initial_params = count_params(self.net)
         # per-example forward FLOPs, counted again only when surgery changes the network
@@ -177,9 +178,10 @@ class Trainer:
         self.sched = make_scheduler(self.opt, recipe.train, self.total_steps)
         self.summary = RunSummary()
         self.step = self.epoch = 0
-        self.last_event_step = -(10**9)
         self.best: tuple[float, Checkpoint] | None = None
-        self.last_decision: growth.Decision | None = None  # the latest senn check, for the log
+        self.grower = Grower(self.grow_cfg, moves_for(self.net), self.total_steps, self.gen,
+                             moves_for(self.net).initial(self.net) if self.grow else {})
+        self.summary.checks = self.grower.checks
 
     # -- growth -----------------------------------------------------------------------------
     def _score_batch(self) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -188,7 +190,7 @@ class Trainer:
         idx = torch.randperm(n, generator=self.gen)[:size].to(self.device)
         return self.splits.x_train[idx], self.splits.y_train[idx], self.splits.task
 
-    def _replace_net(self, new_net: Net, index_map: IndexMap) -> None:
+    def _replace_net(self, new_net: nn.Module, index_map: IndexMap) -> None:
         opt = make_optimizer(new_net, self.recipe.train)
         sched = make_scheduler(opt, self.recipe.train, self.total_steps)
         if sched is not None and self.sched is not None:
@@ -197,67 +199,35 @@ class Trainer:
         self.net, self.opt, self.sched = new_net, opt, sched
         self.flops_per_example = count_flops(self.net, self.splits.input_shape)
 
-    def _growth_candidates(self) -> list[growth.Candidate]:
-        cfg = self.grow_cfg
-        if len(self.summary.events) >= cfg.max_events:
-            return []
-        if cfg.trigger == "schedule" and growth.schedule_due(self.step, cfg):
-            return growth.schedule_candidates(self.net.spec, self.initial_widths, cfg,
-                                              count_params(self.net))
-        due = self.step % cfg.check_every == 0 and self.step - self.last_event_step >= cfg.cooldown
-        if cfg.trigger != "senn" or not due:
-            return []
-        decision = growth.senn_check(self.net, *self._score_batch(), cfg, count_params(self.net))
-        self.last_decision = decision
-        return [decision.chosen] if decision.chosen else []
-
     def maybe_grow(self) -> None:
-        started = time.perf_counter()
+        """The loop's growth hook: the Grower decides; the new network and its optimizer
+        state replace the old ones; the network just before is a checkpoint of its own."""
+        if not self.grower.due(self.step):
+            return
+        batch = self._score_batch()
         try:
-            chosen = self._growth_candidates()
+            moves = self.grower.decide(self.net, self.step, self.epoch, batch)
         except (torch.linalg.LinAlgError, RuntimeError, ValueError):
             self._raise_if_diverged()  # a NaN network breaks the scores' SVD first
             raise
-        self.summary.growth_seconds += time.perf_counter() - started
-        if not chosen:
+        finally:
+            self.summary.growth_seconds = self.grower.seconds
+        if not moves:
             return
         self._raise_if_diverged()  # a schedule scores nothing first: never grow a NaN network
-        # The trained model just before growth is a point of its own on the size/metric front.
         self.reporter.checkpoint(self._checkpoint(f"event-{len(self.summary.events) + 1:03d}"))
-        started = time.perf_counter()
-        for cand in chosen:
-            before = count_params(self.net)
-            _, new_net, index_map = growth.expand(self.net, cand, self.recipe.grow,
-                                                  self._score_batch(), self.gen)
-            self._replace_net(new_net, index_map)
-            self._log_event(cand, before)
-        self.summary.growth_seconds += time.perf_counter() - started
-        self.last_event_step = self.step
+        for move in moves:
+            grown = self.grower.apply(self.net, move, self.step, self.epoch, batch)
+            self._replace_net(grown.net, grown.index_map)
+            self.summary.events.append(grown.record)
+            self.reporter.event(grown.record)
+        self.summary.growth_seconds = self.grower.seconds
 
     def _raise_if_diverged(self) -> None:
         if not all(bool(torch.isfinite(p).all()) for p in self.net.parameters()):
             raise UserError(f"training diverged: the weights hold NaN or inf at step "
                             f"{self.step} (epoch {self.epoch}); lower train.lr or add "
                             "train.weight_decay.")
-
-    def _log_event(self, cand: growth.Candidate, params_before: int) -> None:
-        record: dict[str, Any] = {
-            "step": self.step, "epoch": self.epoch, "trigger": self.recipe.grow.trigger,
-            "kind": cand.kind, "layer": cand.layer, "units": cand.units,
-            "init": self.recipe.grow.init if cand.kind == "width" else "identity",
-            "params_before": params_before, "params_after": count_params(self.net),
-            "architecture": self.net.spec.describe(),
-        }
-        decision = self.last_decision
-        if self.recipe.grow.trigger == "senn" and decision is not None:
-            mine = [s for s in decision.scored if s["kind"] == cand.kind
-                    and s["layer"] == cand.layer]
-            record.update(eta=decision.eta, threshold=decision.threshold,
-                          ratio=mine[0]["ratio"] if mine else None,
-                          gain=mine[0]["gain"] if mine else None,
-                          scores=decision.scored)
-        self.summary.events.append(record)
-        self.reporter.event(record)
 
     # -- checkpoints and epochs -------------------------------------------------------------
     def _checkpoint(self, tag: str) -> Checkpoint:

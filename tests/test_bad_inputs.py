@@ -126,7 +126,7 @@ def no_real_build(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*_args, **_kwargs):
         raise AssertionError("a network was allocated")
 
-    monkeypatch.setattr("netsize.train.build", refuse)
+    monkeypatch.setattr("netsize.train.build_network", refuse)
 
 
 @pytest.mark.usefixtures("no_real_build")

@@ -156,7 +156,7 @@ def test_the_import_graph_is_read_as_python_runs_it():
     graph = import_graph()
     assert "netsize.runs" in graph["netsize"]  # a package importing its submodules
     assert "netsize.runs.grow" in graph["netsize.runs"]
-    assert "netsize.growth" in graph["netsize.train"]  # `from netsize import growth`
+    assert "netsize.growth" in graph["netsize.networks"]  # `from netsize import growth`
     assert "netsize" not in graph["netsize.train"]
     assert "netsize.recipe" not in graph["netsize.train"]  # only under `if TYPE_CHECKING:`
     assert "netsize.search.config" in graph["netsize.recipe"]

@@ -191,7 +191,7 @@ def gradmax_fanout(probe: FanOutProbe, k: int, generator: torch.Generator,
     iteration (exact when M is small enough to be built column by column)."""
     d = probe.dim()
     dtype = probe.params[probe.fan_out[0][0]].dtype
-    if d <= EXACT_DIM:
+    if d <= EXACT_DIM and -(-d // probe.k) <= 2 * rounds:  # exact M is no dearer
         u, _, _ = torch.linalg.svd(gradmax_matrix(probe), full_matrices=False)
         return _complete(u[:, :k], d, k, generator)
     u = torch.linalg.qr(torch.randn(d, k, generator=generator, dtype=dtype))[0]

@@ -1,8 +1,9 @@
 """`run_grow`: train (and grow) a network from a recipe, writing a run folder.
 
 The run folder holds recipe.yaml, a checkpoint at every size (checkpoints/<tag>: spec.json +
-weights.safetensors), metrics.csv/json, events.json, checkpoints.csv, the front (CSV, JSON, PNG),
-summary.json and report.md. Nothing is printed here: progress goes to an optional observer.
+weights.safetensors), metrics.csv/json, events.json, checks.json (every growth check, grown or
+not, with every candidate's score and why it was rejected), checkpoints.csv, the front (CSV,
+JSON, PNG), summary.json and report.md. Nothing is printed here: progress goes to an optional observer.
 """
 
 from __future__ import annotations
@@ -108,7 +109,25 @@ def _summary_info(name: str, recipe: Recipe, task: str, summary: RunSummary,
         "train_flops": summary.train_flops, "early_stopped": summary.early_stopped,
         "grow": {"trigger": recipe.grow.trigger, "init": recipe.grow.init},
         "first_epoch_params": summary.history[0]["params"],
+        "growth_stopped": why_growth_stopped(recipe, summary),
     }
+
+
+def why_growth_stopped(recipe: Recipe, summary: RunSummary) -> str:
+    """One sentence for the report: why the run ended at its size."""
+    cfg = recipe.grow
+    if cfg.trigger == "none":
+        return "growth was off (grow.trigger: none)."
+    if len(summary.events) >= cfg.max_events:
+        return f"growth stopped at grow.max_events ({cfg.max_events})."
+    if cfg.trigger == "schedule":
+        return f"the schedule made {len(summary.events)} of its growth events."
+    if not summary.checks:
+        return "no growth check was due (grow.check_every / cooldown against the run's steps)."
+    last = summary.checks[-1]
+    return (f"{len(summary.checks)} checks, {len(summary.events)} grew; the last check (step "
+            f"{last['step']}) did not grow: {last['reason']}." if not last["grew"] else
+            f"{len(summary.checks)} checks, {len(summary.events)} grew; the last check grew.")
 
 
 def write_grow_outputs(run_dir: Path, name: str, summary: RunSummary,
@@ -116,6 +135,7 @@ def write_grow_outputs(run_dir: Path, name: str, summary: RunSummary,
     write_csv(run_dir / "metrics.csv", summary.history, METRIC_COLUMNS)
     write_json(run_dir / "metrics.json", summary.history)
     write_json(run_dir / "events.json", summary.events)
+    write_json(run_dir / "checks.json", summary.checks)
     points: list[Point] = [Point(**p, path=f"checkpoints/{p['tag']}")  # type: ignore[typeddict-item]
                            for p in summary.checkpoints]
     write_csv(run_dir / "checkpoints.csv", points, POINT_COLUMNS)
