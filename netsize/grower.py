@@ -43,14 +43,15 @@ class Grower:
 
     def due(self, step: int) -> bool:
         cfg = self.cfg
-        if step == self.total_steps or self.events >= cfg.max_events:
+        if step == self.total_steps:
             return False  # never on the last step: the grown units would not train at all
         if cfg.trigger == "schedule":
             s = cfg.schedule
             return step >= s.start and (step - s.start) % s.every == 0 \
                 and (step - s.start) // s.every < s.times
-        return cfg.trigger == "senn" and step % cfg.check_every == 0 \
-            and step - self.last_event_step >= cfg.cooldown
+        # max_events caps senn growth; a schedule makes all its `times` steps (never cut short)
+        return cfg.trigger == "senn" and self.events < cfg.max_events \
+            and step % cfg.check_every == 0 and step - self.last_event_step >= cfg.cooldown
 
     def decide(self, net: nn.Module, step: int, epoch: int,
                batch: tuple[torch.Tensor, torch.Tensor, str]) -> list[Any]:

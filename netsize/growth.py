@@ -16,6 +16,7 @@ from pydantic import Field
 
 from netsize import scores
 from netsize.config import MAX_BATCH, MAX_LAYERS, MAX_PARAMS, MAX_STEPS, MAX_WIDTH, Strict
+from netsize.graph import scores as graph_scores
 from netsize.model import Net
 from netsize.spec import NetSpec
 from netsize.surgery import IndexMap, deepen, widen
@@ -48,7 +49,7 @@ class GrowConfig(Strict):
     max_width: int = Field(256, ge=1, le=MAX_WIDTH)
     max_layers: int = Field(8, ge=1, le=MAX_LAYERS)  # hidden layers in total (all stages for a CNN)
     max_params: int = Field(10_000_000, ge=1, le=MAX_PARAMS)
-    max_events: int = Field(50, ge=0, le=MAX_STEPS)
+    max_events: int = Field(50, ge=0, le=MAX_STEPS)  # senn only: a schedule makes all its steps
     schedule: ScheduleConfig = ScheduleConfig()
 
 
@@ -58,6 +59,7 @@ class Candidate:
     layer: int  # layer widened, or layer after which the new one is inserted
     units: int  # units added (width) or width of the inserted layer (depth)
     added_params: int
+    seed: int | None = None  # the random draw the candidate is scored and applied with
 
 
 @dataclass
@@ -89,33 +91,42 @@ def depth_params(spec: NetSpec, after: int) -> int:
     return width * (width * taps + 1)
 
 
-def candidates(spec: NetSpec, cfg: GrowConfig, params_now: int) -> list[Candidate]:
+def candidates(spec: NetSpec, cfg: GrowConfig, params_now: int,
+               seed: int = 0) -> list[Candidate]:
     out: list[Candidate] = []
     for i, layer in enumerate(spec.layers):
         if "width" in cfg.candidates and layer.width + cfg.increment <= cfg.max_width:
             added = width_params(spec, i, cfg.increment)
             if params_now + added <= cfg.max_params:
-                out.append(Candidate("width", i, cfg.increment, added))
+                out.append(Candidate("width", i, cfg.increment, added, seed + len(out)))
         if "depth" in cfg.candidates and len(spec.layers) < cfg.max_layers:
             added = depth_params(spec, i)
             if params_now + added <= cfg.max_params:
-                out.append(Candidate("depth", i, layer.width, added))
+                out.append(Candidate("depth", i, layer.width, added, seed + len(out)))
     return out
 
 
 def senn_check(net: Net, x: torch.Tensor, y: torch.Tensor, task: str, cfg: GrowConfig,
-               params_now: int) -> Decision:
-    """Score every candidate; accept the best if eta_e / eta > tau and its gain passes alpha."""
+               params_now: int, seed: int = 0) -> Decision:
+    """Score every candidate; accept the best if eta_e / eta > tau and its gain passes alpha.
+
+    A width candidate is scored with the fan-out (and for random inits the very draw) that
+    `expand` then applies, and its GradMax matrix from this score batch, so its gain is
+    eta(grown) - eta(now)."""
     p = scores.probe(net, x, y, task)
     eta = scores.current_score(net, p, cfg.damping)
     yardstick = max(scores.output_grad_norm(p), 1e-12)
     best: tuple[float, Candidate] | None = None
     scored = []
-    for cand in candidates(net.spec, cfg, params_now):
-        if cand.kind == "width":
+    for cand in candidates(net.spec, cfg, params_now, seed):
+        if cand.kind == "width" and cfg.init == "zero_out":  # random fan-in: score the net
+            _, grown, index_map = expand(net, cand, cfg, (x, y, task), torch.Generator())
+            gain = graph_scores.gain(grown, index_map, x, y, task, cfg.damping)
+        elif cand.kind == "width":
             m_n = scores.fanin_gradient_matrices(net, p, cand.layer)
-            omega = scores.gradmax_fanout(m_n.mean(0), cand.units)
-            gain = scores.width_gain(net, cand.layer, m_n, omega, cfg.damping)
+            omega = width_fanout(net, cand.layer, cand.units, cfg.init, cfg.fanout_scale,
+                                 m_n.mean(0), torch.Generator().manual_seed(cand.seed))
+            gain = scores.width_gain(net, cand.layer, m_n, omega.to(m_n), cfg.damping)
         else:
             gain = scores.depth_gain(net, p, cand.layer, cfg.damping)
         penalty = math.exp(-cfg.lambda_n * cand.added_params**2)
@@ -171,27 +182,34 @@ def _fan_in_init(net: Net, layer: int, k: int, generator: torch.Generator) -> to
     return (draw * bound).to(weight.device)
 
 
+def width_fanout(net: Net, layer: int, k: int, init: str, fanout_scale: float,
+                 m: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The fan-out (D_next, k) new units of `layer` start with: GradMax's top-k left singular
+    vectors of M (gradmax) or random directions (random), each column scaled to
+    fanout_scale x the mean norm of the existing fan-out columns."""
+    nxt = _next_weight(net, layer).detach()  # (d_next, d_l[, kh, kw])
+    target = float(fanout_scale * nxt.transpose(0, 1).flatten(1).norm(dim=1).mean())
+    if init == "gradmax":
+        omega = scores.gradmax_fanout(m.cpu().double(), k, generator).float()
+    else:  # random directions, the same norm as GradMax's
+        omega = torch.randn(nxt.shape[0] * nxt[0, 0].numel(), k, generator=generator)
+    return omega / omega.norm(dim=0, keepdim=True).clamp_min(1e-12) * target
+
+
 def expand_width(net: Net, layer: int, k: int, init: str, fanout_scale: float,
                  probe_batch: tuple[torch.Tensor, torch.Tensor, str],
                  generator: torch.Generator) -> tuple[NetSpec, Net, IndexMap]:
     """Widen `layer` by k units started by `init` (gradmax, random or zero_out)."""
     nxt = _next_weight(net, layer)  # (d_next, d_l[, kh, kw])
-    taps = nxt.shape[2:]
-    # Target column norm: fanout_scale * mean norm of the existing fan-out columns.
-    col_norm = nxt.detach().transpose(0, 1).flatten(1).norm(dim=1).mean()
-    target = float(fanout_scale * col_norm)
-    d_next = nxt.shape[0]
+    taps, d_next = nxt.shape[2:], nxt.shape[0]
     if init == "zero_out":
         fan_out = torch.zeros(d_next, k, *taps)
         return widen(net, layer, fan_out, _fan_in_init(net, layer, k, generator))
+    m = torch.zeros(0)
     if init == "gradmax":
         x, y, task = probe_batch
-        p = scores.probe(net, x, y, task)
-        m = scores.fanin_gradient_matrices(net, p, layer).mean(0)
-        omega = scores.gradmax_fanout(m.cpu().double(), k, generator).float()
-    else:  # random directions, the same norm as GradMax's
-        omega = torch.randn(d_next * int(torch.tensor(taps).prod()), k, generator=generator)
-    omega = omega / omega.norm(dim=0, keepdim=True).clamp_min(1e-12) * target
+        m = scores.fanin_gradient_matrices(net, scores.probe(net, x, y, task), layer).mean(0)
+    omega = width_fanout(net, layer, k, init, fanout_scale, m, generator)
     # rows of omega run over (out channel, tap): back to the weight's (d_next, k, kh, kw) layout
     fan_out = omega.T.reshape(k, d_next, *taps).transpose(0, 1)
     return widen(net, layer, fan_out.to(nxt.device))
@@ -200,7 +218,10 @@ def expand_width(net: Net, layer: int, k: int, init: str, fanout_scale: float,
 def expand(net: Net, cand: Candidate, cfg: GrowConfig,
            probe_batch: tuple[torch.Tensor, torch.Tensor, str],
            generator: torch.Generator) -> tuple[NetSpec, Net, IndexMap]:
+    """Apply a candidate; one with a seed draws from its own generator (as it was scored)."""
     if cand.kind == "depth":
         return deepen(net, cand.layer)
+    if cand.seed is not None:
+        generator = torch.Generator().manual_seed(cand.seed)
     return expand_width(net, cand.layer, cand.units, cfg.init, cfg.fanout_scale, probe_batch,
                         generator)

@@ -46,11 +46,11 @@ class LayerMoves:
 
     @staticmethod
     def seed(generator: torch.Generator) -> int:
-        return 0  # the layer moves draw from the run's generator as they go
+        return int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
 
     @staticmethod
     def senn(net: Any, batch: Batch, cfg: Any, params: int, seed: int) -> Any:
-        return growth.senn_check(net, *batch, cfg, params)
+        return growth.senn_check(net, *batch, cfg, params, seed)
 
     @staticmethod
     def schedule(net: Any, initial: dict[str, int], cfg: Any, params: int,

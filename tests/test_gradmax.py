@@ -429,11 +429,12 @@ def test_gains_feed_senn_check_scores() -> None:
         want = natural(per_example_grads(deep, [op.weight, op.bias], x, y, "classification"),
                        1e-3)
         assert by_key[("depth", after)] == pytest.approx(want, rel=1e-6)
-    p = scores.probe(net, x, y, "classification")
-    for layer in range(len(spec.layers)):
-        omega = scores.gradmax_fanout(scores.fanin_gradient_matrices(net, p, layer).mean(0), 2)
-        _, wide, _ = widen(net, layer, to_fan_out(omega, next_weight(net, layer).shape[0], ()))
-        op, w = wide.hidden[layer].op, spec.layers[layer].width
+    # a width gain is that of the network growth then builds: the same (rescaled) fan-out
+    for cand in growth.candidates(spec, cfg, 100, seed=0):
+        if cand.kind != "width":
+            continue
+        _, wide, _ = growth.expand(net, cand, cfg, (x, y, "classification"), torch.Generator())
+        op, w = wide.hidden[cand.layer].op, spec.layers[cand.layer].width
         per = per_example_grads(wide, [op.weight, op.bias], x, y, "classification",
                                 rows=[slice(w, None), slice(w, None)])
-        assert by_key[("width", layer)] == pytest.approx(natural(per, 1e-3), rel=1e-6)
+        assert by_key[("width", cand.layer)] == pytest.approx(natural(per, 1e-3), rel=1e-6)

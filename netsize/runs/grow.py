@@ -3,7 +3,8 @@
 The run folder holds recipe.yaml, a checkpoint at every size (checkpoints/<tag>: spec.json +
 weights.safetensors), metrics.csv/json, events.json, checks.json (every growth check, grown or
 not, with every candidate's score and why it was rejected), checkpoints.csv, the front (CSV,
-JSON, PNG), summary.json and report.md. Nothing is printed here: progress goes to an optional observer.
+JSON, PNG), summary.json and report.md. Nothing is printed here: progress goes to an
+optional observer.
 """
 
 from __future__ import annotations
@@ -118,10 +119,10 @@ def why_growth_stopped(recipe: Recipe, summary: RunSummary) -> str:
     cfg = recipe.grow
     if cfg.trigger == "none":
         return "growth was off (grow.trigger: none)."
+    if cfg.trigger == "schedule":
+        return f"the schedule made {len(summary.events)} growth events (grow.schedule)."
     if len(summary.events) >= cfg.max_events:
         return f"growth stopped at grow.max_events ({cfg.max_events})."
-    if cfg.trigger == "schedule":
-        return f"the schedule made {len(summary.events)} of its growth events."
     if not summary.checks:
         return "no growth check was due (grow.check_every / cooldown against the run's steps)."
     last = summary.checks[-1]
