@@ -51,6 +51,9 @@ class GrowConfig(Strict):
     max_params: int = Field(10_000_000, ge=1, le=MAX_PARAMS)
     max_events: int = Field(50, ge=0, le=MAX_STEPS)  # senn only: a schedule makes all its steps
     schedule: ScheduleConfig = ScheduleConfig()
+    # graph networks: also grow channels tied by residual additions (a stage's residual
+    # stream, every producer of the sum together); off: only free groups (block inner widths)
+    coupled: bool = False
 
 
 @dataclass(frozen=True)

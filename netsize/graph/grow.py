@@ -52,7 +52,7 @@ def _producers(spec: GraphSpec) -> list[str]:
 def candidates(spec: GraphSpec, cfg: Any, params_now: int, seed: int) -> list[GraphCandidate]:
     out: list[GraphCandidate] = []
     if "width" in cfg.candidates:
-        for group in find_groups(spec):
+        for group in growable(spec, cfg):
             k = math.ceil(cfg.increment / group.step) * group.step
             widest = max(spec.node(p).width for p in group.producers)
             added = width_params(spec, group, k)
@@ -75,6 +75,11 @@ def _branch_params(spec: GraphSpec, after: str) -> int:
     weights = c * c * (9 if len(shape) == 3 else 1)
     has_norm = any(n.op == "norm" for n in spec.nodes)
     return weights + (2 * c if has_norm else 0)
+
+
+def growable(spec: GraphSpec, cfg: Any) -> list[Group]:
+    """The groups growth may widen: coupled ones (residual streams) only with grow.coupled."""
+    return [g for g in find_groups(spec) if cfg.coupled or not g.coupled]
 
 
 def group_named(spec: GraphSpec, name: str) -> Group:
@@ -173,7 +178,7 @@ def schedule_changes(net: GraphNet, initial: dict[str, int], cfg: Any,
     """GradMax's schedule: every group grows by amount x its initial units (within caps)."""
     out: list[GraphCandidate] = []
     spec = net.spec
-    for group in find_groups(spec):
+    for group in growable(spec, cfg):
         start = initial.get(group.name, group.units)
         k = math.ceil(max(1, math.ceil(cfg.schedule.amount * start)) / group.step) * group.step
         widest = max(spec.node(p).width for p in group.producers)

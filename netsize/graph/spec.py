@@ -93,7 +93,9 @@ class GraphSpec:
                 and n.name != self.output and not n.depthwise]
 
     def describe(self) -> str:
-        return f"graph {len(self.nodes)} ops, widths " + "-".join(map(str, self.widths()))
+        widths = self.widths()
+        shown = "-".join(map(str, widths[:8])) + ("-..." if len(widths) > 8 else "")
+        return f"graph of {len(widths)} layers {shown}"
 
     # -- editing ----------------------------------------------------------------------------
     def replace_node(self, name: str, **changes: Any) -> GraphSpec:

@@ -1,0 +1,67 @@
+"""The architecture vocabulary end to end: SECNN's CIFAR-10 recipe starts at SECNN's size and
+grows with SECNN's moves, every tiny architecture recipe grows and its checkpoints reload to
+their recorded metric, and today's stage CNN keeps its layer-list form."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from test_data import write_cifar10
+
+from netsize import load_checkpoint, load_recipe, run_grow
+from netsize.data import load_data
+from netsize.graph.spec import GraphSpec
+from netsize.spec import NetSpec
+from netsize.train import evaluate
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+
+
+def test_cifar10_recipe_starts_at_secnn_size_and_grows_with_its_moves(tmp_path: Path):
+    write_cifar10(tmp_path / "data", per_batch=40)
+    recipe = load_recipe(RECIPES / "cifar10.yaml", [
+        f"data.root={tmp_path / 'data'}", "train.epochs=2", "train.batch_size=32",
+        "grow.tau=1.0001", "grow.check_every=2", "grow.cooldown=0", "grow.score_batch=32"])
+    result = run_grow(recipe, tmp_path / "run", name="cifar10")
+    assert result.info["start_params"] == 9_024
+    events = result.summary.events
+    assert events, result.info["growth_stopped"]
+    for event in events:  # SECNN's moves: 4 more channels in one conv, or a 16-channel branch
+        added = event["params_after"] - event["params_before"]
+        if event["kind"] == "depth":
+            channels = event["units"]
+            assert added == channels * channels * 9 + 2 * channels  # 2,336 at 16 channels
+        else:
+            assert event["units"] == 4
+    first_depth = [e for e in events if e["kind"] == "depth" and e["units"] == 16]
+    assert all(e["params_after"] - e["params_before"] == 2_336 for e in first_depth)
+
+
+@pytest.mark.parametrize("name", ["secnn_digits", "wrn_digits", "vgg_digits", "fashion_mnist"])
+def test_tiny_architecture_recipes_grow_and_reload(name: str, tmp_path: Path):
+    if name == "fashion_mnist" and not FASHION.is_file():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed (.ci/run installs it)")
+    recipe = load_recipe(RECIPES / "tiny" / f"{name}.yaml")
+    result = run_grow(recipe, tmp_path)
+    assert result.summary.events
+    splits = load_data(recipe.data, recipe.seed)
+    for folder in (tmp_path / "checkpoints").iterdir():
+        net, meta = load_checkpoint(folder)
+        assert isinstance(net.spec, GraphSpec)
+        _, val = evaluate(net, splits.x_val, splits.y_val, splits.task)
+        assert val == pytest.approx(meta["val_metric"], abs=1e-6)
+    assert json.loads((tmp_path / "summary.json").read_text())["events"] == len(
+        result.summary.events)
+
+
+def test_todays_stage_cnn_keeps_its_layer_list_form(tmp_path: Path):
+    recipe = load_recipe(RECIPES / "tiny" / "cnn_digits.yaml", ["train.epochs=1"])
+    result = run_grow(recipe, tmp_path)
+    net, _ = load_checkpoint(tmp_path / "checkpoints" / "final")
+    assert isinstance(net.spec, NetSpec) and result.info["start_params"] > 0
+    x = torch.zeros(2, 1, 8, 8)
+    assert net.eval()(x).shape == (2, 10)
