@@ -22,10 +22,8 @@ from netsize.graph.config import (
     WrnConfig,
 )
 from netsize.graph.spec import GraphSpec
-from netsize.spec import LayerSpec, NetSpec
 
 Activation = Literal["relu", "leaky_relu", "gelu", "silu", "tanh"]
-LAYER_ACTIVATIONS = ("relu", "leaky_relu", "gelu", "tanh")  # what the layer-list nets know
 Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
 
 
@@ -35,9 +33,6 @@ class MlpConfig(Strict):
     activation: Activation = "relu"
     norm: Literal["none", "batch"] = "none"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-
-    def layer_list(self) -> bool:
-        return self.activation in LAYER_ACTIVATIONS
 
 
 class CnnConfig(Strict):
@@ -55,10 +50,6 @@ class CnnConfig(Strict):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)  # after each hidden linear layer
     pool: Literal["max", "avg"] = "max"
 
-    def layer_list(self) -> bool:
-        """Today's stage CNN (global pooling, one linear layer) keeps its layer-list form."""
-        return (self.head == "gap" and not self.hidden and self.pool == "max"
-                and self.norm != "group" and self.activation in LAYER_ACTIVATIONS)
 
     @model_validator(mode="after")
     def _no_empty_stage(self) -> CnnConfig:
@@ -87,49 +78,32 @@ NATIVE = (MlpConfig, CnnConfig, *GRAPH_CONFIGS)
 MODEL_KINDS = ("mlp", "cnn", "secnn", "wrn", "resnet", "vgg", "graph", "timm", "torchvision")
 
 
-def spec_from_config(model: Any, input_shape: tuple[int, ...],
-                     n_outputs: int) -> NetSpec | GraphSpec:
+def spec_from_config(model: Any, input_shape: tuple[int, ...], n_outputs: int) -> GraphSpec:
     """The start network of a native model section for data of this shape (UserError naming
     the model key when they do not fit)."""
-    if isinstance(model, CnnConfig) and len(input_shape) != 3:
-        raise UserError("model.kind: cnn needs image data (C, H, W) but the data are "
-                        f"{input_shape[0]} features; use kind: mlp, or image data (e.g. "
-                        "data.as_image: true for digits).")
+    if isinstance(model, CnnConfig):
+        _check_cnn(model, input_shape)
     try:
-        if isinstance(model, GRAPH_CONFIGS):
-            return model.graph(input_shape, n_outputs)
-        if isinstance(model, CnnConfig) and not model.layer_list():
+        if isinstance(model, CnnConfig):
             return presets.cnn(input_shape, n_outputs, model.stages, model.kernel_size,
                                model.activation, model.norm, model.head, model.hidden,
                                model.dropout, model.pool, model.groups)
-        if isinstance(model, MlpConfig) and not model.layer_list():
+        if isinstance(model, MlpConfig):
             return presets.mlp(input_shape, n_outputs, model.hidden, model.activation,
                                model.norm, model.dropout)
+        return model.graph(input_shape, n_outputs)  # type: ignore[no-any-return]
     except ValueError as error:  # shape inference: an op that does not fit the data
         raise UserError(f"model: {error}; change the model section.") from None
-    return _layer_spec(model, input_shape, n_outputs)
 
 
-def _layer_spec(model: MlpConfig | CnnConfig, input_shape: tuple[int, ...],
-                n_outputs: int) -> NetSpec:
-    norm = model.norm == "batch"
-    if isinstance(model, MlpConfig):
-        flat = 1
-        for dim in input_shape:
-            flat *= dim
-        layers = tuple(LayerSpec(width=w, norm=norm) for w in model.hidden)
-        return NetSpec("mlp", (flat,), n_outputs, layers, model.activation, model.dropout)
+def _check_cnn(model: CnnConfig, input_shape: tuple[int, ...]) -> None:
     if len(input_shape) != 3:
         raise UserError("model.kind: cnn needs image data (C, H, W) but the data are "
                         f"{input_shape[0]} features; use kind: mlp, or image data (e.g. "
                         "data.as_image: true for digits).")
     side = min(input_shape[1:])
-    if side >> (len(model.stages) - 1) < 1:  # 2x2 max pooling between stages halves the side
+    pools = len(model.stages) - (1 if model.head == "gap" else 0)  # 2x2 pooling halves the side
+    if side >> pools < 1:
+        most = side.bit_length() - (0 if model.head == "gap" else 1)
         raise UserError(f"model.stages: {len(model.stages)} stages pool a {side}-pixel image "
-                        f"below 1 pixel; use at most {side.bit_length()} stages.")
-    layers = tuple(
-        LayerSpec(width=w, norm=norm, stage=s, dropout=False)
-        for s, stage in enumerate(model.stages)
-        for w in stage
-    )
-    return NetSpec("cnn", input_shape, n_outputs, layers, model.activation, 0.0, model.kernel_size)
+                        f"below 1 pixel; use at most {most} stages.")

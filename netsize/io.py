@@ -17,7 +17,8 @@ from torch import nn
 
 from netsize.errors import UserError
 from netsize.files import json_default
-from netsize.networks import AnySpec, build_network, spec_from_json
+from netsize.networks import AnySpec, build_network, layer_list_as_graph, spec_from_json
+from netsize.spec import NetSpec
 
 SPEC_FILE = "spec.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -152,14 +153,22 @@ def load_checkpoint(folder: str | Path,
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise UserError(f"{folder}: {WEIGHTS_FILE} is missing; {_FIX}.")
+    what = f"{SPEC_FILE} ({spec.describe()})"
+    names: dict[str, str] | None = None  # a layer-list checkpoint's tensor names -> graph's
+    if isinstance(spec, NetSpec):
+        spec, names = layer_list_as_graph(spec)
     with torch.device("meta"):
         net = build_network(spec)
-    what = f"{SPEC_FILE} ({spec.describe()})"
-    check_weights(weights, net.state_dict(), what, _FIX)
+    expected = net.state_dict()
+    if names is not None:
+        expected = {old: expected[new] for old, new in names.items()}
+    check_weights(weights, expected, what, _FIX)
     try:
         state = load_file(str(weights), device=str(device))
     except (SafetensorError, OSError, ValueError, RuntimeError):
         raise UserError(f"{weights}: corrupt weights file; {_FIX}.") from None
+    if names is not None:
+        state = {names[k]: v for k, v in state.items()}
     net = net.to_empty(device=device)  # every tensor is persistent: the state fills it all
     try:
         net.load_state_dict(state, strict=True)

@@ -14,7 +14,7 @@ from netsize.graph import grow as graph_grow
 from netsize.graph.build import build_graph
 from netsize.graph.check import parse_graph
 from netsize.graph.groups import find_groups
-from netsize.graph.spec import GraphSpec
+from netsize.graph.spec import GraphSpec, Node
 from netsize.model import build
 from netsize.spec import NetSpec
 from netsize.surgery import IndexMap
@@ -109,3 +109,37 @@ def _scores(move: Any, kind: str, key: str, where: Any) -> dict[str, Any]:
 
 def moves_for(net: nn.Module) -> LayerMoves | GraphMoves:
     return GraphMoves() if isinstance(getattr(net, "spec", None), GraphSpec) else LayerMoves()
+
+
+# -------------------------------------------------------------------- layer-list checkpoints
+def layer_list_as_graph(spec: NetSpec) -> tuple[GraphSpec, dict[str, str]]:
+    """A layer-list spec (checkpoints of netsize 0.1) as the same network in the graph
+    vocabulary, and {old tensor name: new tensor name} for its state_dict."""
+    nodes: list[Node] = []
+    names: dict[str, str] = {}
+    x = "input"
+    for i, layer in enumerate(spec.layers):
+        op, h = ("linear", "fc") if spec.kind == "mlp" else ("conv", "conv")
+        k = 1 if spec.kind == "mlp" else spec.kernel_size
+        nodes.append(Node(f"{h}{i}", op, (x,), width=layer.width, kernel=k, padding=k // 2))
+        names.update({f"hidden.{i}.op.{t}": f"ops.{h}{i}.{t}" for t in ("weight", "bias")})
+        x = f"{h}{i}"
+        if layer.norm:
+            nodes.append(Node(f"bn{i}", "norm", (x,), kind="batch"))
+            names.update({f"hidden.{i}.norm.{t}": f"ops.bn{i}.{t}" for t in (
+                "weight", "bias", "running_mean", "running_var", "num_batches_tracked")})
+            x = f"bn{i}"
+        nodes.append(Node(f"act{i}", "act", (x,), kind=spec.activation))
+        x = f"act{i}"
+        if spec.kind == "mlp" and layer.dropout and spec.dropout > 0:
+            nodes.append(Node(f"drop{i}", "dropout", (x,), p=spec.dropout))
+            x = f"drop{i}"
+        route = spec.route_after(i)
+        if route != "direct":
+            pool = Node("gap", "gap", (x,)) if route == "avgpool" else \
+                Node(f"pool{i}", "pool", (x,), kind="max", kernel=2, stride=2)
+            nodes.append(pool)
+            x = pool.name
+    nodes.append(Node("head", "linear", (x,), width=spec.n_outputs))
+    names.update({f"head.{t}": f"ops.head.{t}" for t in ("weight", "bias")})
+    return GraphSpec(spec.input_shape, spec.n_outputs, tuple(nodes)), names

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError
 
 from netsize.architecture import (
     MODEL_KINDS,
@@ -56,16 +56,6 @@ class Recipe(Strict):
     prune: PruneConfig = PruneConfig()
     search: SearchConfig = SearchConfig()
     compare: CompareConfig = CompareConfig()
-
-    @model_validator(mode="after")
-    def _depth_needs_relu(self) -> Recipe:
-        uses_depth = self.grow.trigger == "senn" and "depth" in self.grow.candidates
-        layer_list = isinstance(self.model, MlpConfig | CnnConfig) and self.model.layer_list()
-        if layer_list and uses_depth and self.model.activation != "relu":  # type: ignore
-            # An identity layer preserves the function only where f(x) = x on its (>= 0) input.
-            raise ValueError("depth growth needs model.activation: relu (drop 'depth' from "
-                             "grow.candidates otherwise)")
-        return self
 
 
 # -------------------------------------------------------------------------------------- loading

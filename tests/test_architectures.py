@@ -14,7 +14,6 @@ from test_data import write_cifar10
 from netsize import load_checkpoint, load_recipe, run_grow
 from netsize.data import load_data
 from netsize.graph.spec import GraphSpec
-from netsize.spec import NetSpec
 from netsize.train import evaluate
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -58,10 +57,24 @@ def test_tiny_architecture_recipes_grow_and_reload(name: str, tmp_path: Path):
         result.summary.events)
 
 
-def test_todays_stage_cnn_keeps_its_layer_list_form(tmp_path: Path):
-    recipe = load_recipe(RECIPES / "tiny" / "cnn_digits.yaml", ["train.epochs=1"])
-    result = run_grow(recipe, tmp_path)
-    net, _ = load_checkpoint(tmp_path / "checkpoints" / "final")
-    assert isinstance(net.spec, NetSpec) and result.info["start_params"] > 0
-    x = torch.zeros(2, 1, 8, 8)
-    assert net.eval()(x).shape == (2, 10)
+def test_layer_list_checkpoints_load_as_the_same_graph(tmp_path: Path):
+    """Checkpoints of the layer-list networks (netsize 0.1) load into the graph vocabulary and
+    compute the same function."""
+    from netsize.io import save_checkpoint
+    from netsize.model import build
+    from netsize.spec import LayerSpec, NetSpec
+
+    specs = [NetSpec("mlp", (6,), 3, (LayerSpec(5, True), LayerSpec(4, False)), "leaky_relu",
+                     0.2),
+             NetSpec("cnn", (2, 8, 8), 3, (LayerSpec(4, True, 0, False),
+                                           LayerSpec(4, False, 0, False),
+                                           LayerSpec(5, True, 1, False)), "relu", 0.0, 3)]
+    for i, spec in enumerate(specs):
+        torch.manual_seed(i)
+        old = build(spec)
+        old.train()(torch.randn(8, *spec.input_shape))  # move the running statistics
+        save_checkpoint(tmp_path / f"ck{i}", spec, old.state_dict(), {"tag": "old"})
+        net, meta = load_checkpoint(tmp_path / f"ck{i}")
+        x = torch.randn(3, *spec.input_shape)
+        assert isinstance(net.spec, GraphSpec) and meta["tag"] == "old"
+        torch.testing.assert_close(net.eval()(x), old.eval()(x))

@@ -164,7 +164,7 @@ def test_schedule_growth_stays_within_max_width_and_max_params(tmp_path: Path):
         "grow.schedule.amount=64", "grow.max_width=40", "train.epochs=1"])
     trainer = Trainer(recipe, load_data(recipe.data, recipe.seed), torch.device("cpu"))
     trainer.fit()
-    assert trainer.net.spec.widths() == [40]
+    assert trainer.net.spec.widths() == [40]  # the hidden layer stops at grow.max_width
     small = load_recipe(TINY / "teacher_student.yaml", [
         "grow.schedule.start=1", "grow.schedule.every=1", "grow.schedule.amount=64",
         "grow.max_params=1000", "train.epochs=1"])
@@ -343,7 +343,7 @@ def test_divergence_at_a_growth_check(name: str):
     recipe = load_recipe(TINY / f"{name}.yaml", ["train.epochs=1"])
     trainer = Trainer(recipe, load_data(recipe.data, recipe.seed), torch.device("cpu"))
     with torch.no_grad():
-        trainer.net.layer(0).op.weight.view(-1)[0] = float("nan")
+        next(trainer.net.parameters()).view(-1)[0] = float("nan")
     grow = recipe.grow
     trainer.step = grow.schedule.start if grow.trigger == "schedule" else 2 * grow.check_every
     with pytest.raises(UserError, match="training diverged"):

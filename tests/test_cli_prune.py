@@ -37,10 +37,12 @@ def _make_constant_units(folder: Path, count: int) -> None:
     from netsize.io import save_checkpoint
 
     net, meta = load_checkpoint(folder)
+    hidden = [n.name for n in net.spec.nodes if n.op == "linear" and n.name != net.spec.output]
     with torch.no_grad():
-        for layer in net.hidden:
-            layer.op.weight[:count] = 0.0
-            layer.op.bias[:count] = 0.0
+        for name in hidden:
+            layer = net.ops[name]
+            layer.weight[:count] = 0.0
+            layer.bias[:count] = 0.0
     save_checkpoint(folder, net.spec, net.state_dict(), {k: v for k, v in meta.items()
                                                          if k != "spec"})
 

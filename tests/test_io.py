@@ -9,10 +9,11 @@ import torch
 
 from netsize.errors import UserError
 from netsize.io import load_checkpoint, save_checkpoint
-from netsize.model import build
-from netsize.spec import LayerSpec, NetSpec
+from netsize.graph import presets
+from netsize.graph.build import build_graph as build
+from netsize.graph.check import parse_graph
 
-SPEC = NetSpec("cnn", (1, 8, 8), 10, (LayerSpec(4, True, 0, False), LayerSpec(6, False, 1, False)))
+SPEC = presets.cnn((1, 8, 8), 10, [[4], [6]])
 
 
 def _trained_net():
@@ -42,7 +43,7 @@ def test_checkpoint_files_are_json_and_safetensors(tmp_path: Path):
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["spec.json",
                                                                     "weights.safetensors"]
     spec = json.loads((tmp_path / "ck" / "spec.json").read_text())["spec"]
-    assert NetSpec.from_dict(spec) == SPEC
+    assert parse_graph(spec) == SPEC
 
 
 def test_overwrite_leaves_no_temporary_folder(tmp_path: Path):
@@ -68,7 +69,7 @@ def test_damaged_checkpoints_give_a_user_error(tmp_path: Path, damage: str):
     elif damage == "pickle_weights":
         weights.write_bytes(pickle.dumps(build(SPEC).state_dict()))
     else:
-        other = NetSpec("cnn", (1, 8, 8), 10, (LayerSpec(5, True, 0, False),))
+        other = presets.cnn((1, 8, 8), 10, [[5]])
         spec.write_text(json.dumps({"spec": other.to_dict()}))
     with pytest.raises(UserError) as info:
         load_checkpoint(folder)

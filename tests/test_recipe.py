@@ -68,11 +68,12 @@ def test_unknown_data_source():
     assert "data" in message and "sklearn" in message
 
 
-def test_depth_growth_needs_relu():
-    raw = {**BASE, "model": {"kind": "mlp", "hidden": [4], "activation": "tanh"}}
-    assert "relu" in _error(raw)
-    raw["grow"] = {"candidates": ["width"]}
-    assert recipe_from_dict(raw, "r.yaml").model.activation == "tanh"
+def test_depth_growth_takes_every_activation():
+    # residual branches keep the function whatever the activation (the identity layers of the
+    # layer-list networks needed relu)
+    for act in ("relu", "leaky_relu", "gelu", "silu", "tanh"):
+        raw = {**BASE, "model": {"kind": "mlp", "hidden": [4], "activation": act}}
+        assert recipe_from_dict(raw, "r.yaml").model.activation == act
 
 
 def test_overrides_are_typed_and_validated():

@@ -180,10 +180,13 @@ def schedule_changes(net: GraphNet, initial: dict[str, int], cfg: Any,
     spec = net.spec
     for group in growable(spec, cfg):
         start = initial.get(group.name, group.units)
-        k = math.ceil(max(1, math.ceil(cfg.schedule.amount * start)) / group.step) * group.step
         widest = max(spec.node(p).width for p in group.producers)
+        k = min(max(1, math.ceil(cfg.schedule.amount * start)), cfg.max_width - widest)
+        k = k // group.step * group.step  # the last units up to grow.max_width, whole groups
+        if k < 1:
+            continue
         added = width_params(spec, group, k)
-        if widest + k <= cfg.max_width and params_now + added <= cfg.max_params:
+        if params_now + added <= cfg.max_params:
             out.append(GraphCandidate("width", group.name, k, added, seed + len(out)))
             params_now += added
     return out

@@ -22,14 +22,14 @@ from netsize.architecture import ForeignModelConfig
 from netsize.data import Splits, load_data
 from netsize.errors import UserError
 from netsize.files import atomic_write_text, write_csv, write_json
+from netsize.graph.build import GraphNet
+from netsize.graph.prune import prune_and_transfer, unit_statistics
 from netsize.io import load_checkpoint, read_checkpoint_meta, save_checkpoint
 from netsize.measure import measure
-from netsize.model import Net, build
+from netsize.networks import AnySpec, build_network
 from netsize.preflight import check_data
-from netsize.prune import prune_and_transfer, unit_statistics
 from netsize.recipe import Recipe, derive, load_recipe, recipe_from_dict, recipe_to_dict
 from netsize.report import Point, markdown_table, task_metric, write_front
-from netsize.spec import NetSpec
 from netsize.train import Trainer, evaluate
 
 ROW_COLUMNS = ["variant", "epsilon", "params", "flops", "latency_b1_ms", "latency_b64_ms",
@@ -54,7 +54,7 @@ class Original:
 @dataclass
 class Pruned:
     net: nn.Module  # pruned and transferred (fine-tuned once `finetune` ran)
-    structure: Any  # NetSpec for netsize nets, the channel-pruning record for foreign ones
+    structure: Any  # GraphSpec for netsize nets, the channel-pruning record for foreign ones
     transfer_val: float  # validation metric right after the transfer, before fine-tuning
 
 
@@ -125,7 +125,7 @@ def load_original(target: str | Path, recipe_path: str | Path | None = None,
     return Original(model, recipe, name, epochs, True), splits
 
 
-def _check_fits(spec: NetSpec, splits: Splits, recipe_path: str | Path | None) -> None:
+def _check_fits(spec: AnySpec, splits: Splits, recipe_path: str | Path | None) -> None:
     """The checkpoint's network must read the recipe's data (shape and number of outputs)."""
     flat = 1
     for dim in splits.input_shape:
@@ -156,7 +156,7 @@ def prune_once(original: Original, splits: Splits, epsilon: float,
                                                   (s.x_train[:n], s.y_train[:n], s.task),
                                                   scope=cfg.scope)
     else:
-        assert isinstance(net, Net)
+        assert isinstance(net, GraphNet)
         stats = unit_statistics(net, s.x_train[:n], s.y_train[:n], s.task)
         structure, small = prune_and_transfer(net, stats, cfg.criterion, epsilon, cfg.scope,
                                               cfg.min_units, cfg.fold_mean)
@@ -196,7 +196,7 @@ def scratch_control(original: Original, splits: Splits, device: torch.device,
             if callable(reset):
                 reset()
     else:
-        fresh = build(pruned.structure)
+        fresh = build_network(pruned.structure)
     epochs = original.epochs + original.recipe.prune.finetune_epochs
     return train_fixed(derive(original.recipe, {"train.epochs": epochs}), splits, device, fresh)
 
@@ -253,7 +253,6 @@ def _save(run_dir: Path, tag: str, original: Original, net: nn.Module, structure
         foreign.save_pruned(folder, cfg, meta["n_outputs"], meta["in_chans"], structure,
                             net.cpu(), meta)
     else:
-        assert isinstance(structure, NetSpec)
         state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
         save_checkpoint(folder, structure, state, meta)
     return f"checkpoints/{tag}"
