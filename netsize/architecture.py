@@ -6,7 +6,7 @@ nothing of recipes.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -33,6 +33,11 @@ class MlpConfig(Strict):
     activation: Activation = "relu"
     norm: Literal["none", "batch"] = "none"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    size_key: ClassVar[str] = "model.hidden"  # the key that sets the network's size (for messages)
+
+    def scaled(self, factor: float) -> dict[str, Any]:
+        """Recipe changes for the same network with widths times factor."""
+        return {self.size_key: [_times(w, factor) for w in self.hidden]}
 
 
 class CnnConfig(Strict):
@@ -49,6 +54,11 @@ class CnnConfig(Strict):
     hidden: list[Width] = Field([], max_length=16)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)  # after each hidden linear layer
     pool: Literal["max", "avg"] = "max"
+    size_key: ClassVar[str] = "model.stages"
+
+    def scaled(self, factor: float) -> dict[str, Any]:
+        return {self.size_key: [[_times(w, factor) for w in s] for s in self.stages],
+                "model.hidden": [_times(w, factor) for w in self.hidden]}
 
 
     @model_validator(mode="after")
@@ -76,6 +86,10 @@ ModelConfig = Annotated[
 # architectures netsize builds, trains and grows itself
 NATIVE = (MlpConfig, CnnConfig, *GRAPH_CONFIGS)
 MODEL_KINDS = ("mlp", "cnn", "secnn", "wrn", "resnet", "vgg", "graph", "timm", "torchvision")
+
+
+def _times(width: int, factor: float) -> int:
+    return max(1, round(width * factor))
 
 
 def spec_from_config(model: Any, input_shape: tuple[int, ...], n_outputs: int) -> GraphSpec:

@@ -62,7 +62,7 @@ def plan_network(recipe: Recipe, splits: Splits) -> AnySpec:
     growing = recipe.grow.trigger != "none"
     cap = min(recipe.grow.max_params, 10 * params + 10**6) if growing else None
     needed = estimate_training_bytes(params, activations, batch, data_bytes, cap)
-    model_key = {"mlp": "model.hidden", "cnn": "model.stages"}.get(recipe.model.kind, "model")
+    model_key = getattr(recipe.model, "size_key", "model")
     key = "train.batch_size" if activations * batch > params else model_key
     check_memory(needed, key, f"training this {spec.describe()} network ({params:,} "
                               f"parameters, batch {batch})")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -23,6 +23,10 @@ class SecnnConfig(Strict):
 
     kind: Literal["secnn"]
     width: Width = 16
+    size_key: ClassVar[str] = "model.width"
+
+    def scaled(self, factor: float) -> dict[str, Any]:
+        return {self.size_key: max(1, round(self.width * factor))}
 
     def graph(self, shape: Shape, n_out: int) -> GraphSpec:
         return presets.secnn(shape, n_out, self.width)
@@ -37,6 +41,10 @@ class WrnConfig(Strict):
     width_multiplier: Multiplier = 1.0
     activation: Act = "relu"
     norm: Norm = "batch"
+    size_key: ClassVar[str] = "model.width_multiplier"
+
+    def scaled(self, factor: float) -> dict[str, Any]:
+        return {self.size_key: self.width_multiplier * factor}
 
     @model_validator(mode="after")
     def _depth(self) -> WrnConfig:
@@ -59,6 +67,10 @@ class ResnetConfig(Strict):
     bottleneck: bool = False
     activation: Act = "relu"
     norm: Norm = "batch"
+    size_key: ClassVar[str] = "model.widths"
+
+    def scaled(self, factor: float) -> dict[str, Any]:
+        return {self.size_key: [max(1, round(w * factor)) for w in self.widths]}
 
     @model_validator(mode="after")
     def _same_length(self) -> ResnetConfig:
@@ -76,6 +88,11 @@ class VggConfig(Strict):
     variant: Literal[11, 16] = 11
     width_multiplier: Multiplier = 1.0
     hidden: list[Width] = Field([], max_length=8)  # linear layers before the output layer
+    size_key: ClassVar[str] = "model.width_multiplier"
+
+    def scaled(self, factor: float) -> dict[str, Any]:
+        return {self.size_key: self.width_multiplier * factor,
+                "model.hidden": [max(1, round(w * factor)) for w in self.hidden]}
 
     def graph(self, shape: Shape, n_out: int) -> GraphSpec:
         return presets.vgg(shape, n_out, self.variant, self.width_multiplier, self.hidden)
@@ -87,6 +104,15 @@ class GraphConfig(Strict):
 
     kind: Literal["graph"]
     nodes: list[dict[str, Any]] = Field(min_length=1, max_length=4 * MAX_LAYERS)
+    size_key: ClassVar[str] = "model.nodes"
+
+    def scaled(self, factor: float) -> dict[str, Any]:
+        """Every conv and linear op but the last (the output layer) scaled."""
+        nodes = [dict(n) for n in self.nodes]
+        for node in nodes[:-1]:
+            if node.get("op") in ("conv", "linear") and not node.get("depthwise"):
+                node["width"] = max(1, round(node.get("width", 1) * factor))
+        return {self.size_key: nodes}
 
     def graph(self, shape: Shape, n_out: int) -> GraphSpec:
         nodes = [parse_node(raw, f"model.nodes[{i}]") for i, raw in enumerate(self.nodes)]

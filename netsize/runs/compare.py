@@ -18,7 +18,6 @@ from typing import Any
 import torch
 import yaml
 
-from netsize.architecture import CnnConfig, MlpConfig
 from netsize.compare import MethodSummary, check_requirement, check_target, mark_front, summarise
 from netsize.data import Splits, load_data
 from netsize.errors import UserError
@@ -57,12 +56,11 @@ class CompareResult:
 
 # ---------------------------------------------------------------------------- running methods
 def _scaled_model(recipe: Recipe, factor: float) -> dict[str, Any]:
-    model = recipe.model
-    if isinstance(model, MlpConfig):
-        return {"model.hidden": [max(1, round(w * factor)) for w in model.hidden]}
-    if isinstance(model, CnnConfig):
-        return {"model.stages": [[max(1, round(w * factor)) for w in s] for s in model.stages]}
-    raise UserError("netsize compare RECIPE needs model.kind mlp or cnn.")
+    scaled = getattr(recipe.model, "scaled", None)
+    if scaled is None:
+        raise UserError(f"model.kind: netsize compare RECIPE needs a network netsize builds "
+                        f"(not {recipe.model.kind}); prune timm/torchvision models instead.")
+    return scaled(factor)  # type: ignore[no-any-return]
 
 
 def _schedule(recipe: Recipe, splits: Splits, init: str) -> dict[str, Any]:
