@@ -7,9 +7,13 @@ evaluation), growth time (`RunSummary.growth_seconds`: scoring + surgery + optim
 the share growth / wall against the goal "<= 5%", plus the number of growth events, the best
 validation metric (accuracy for classification) and the final size.
 
-To split growth time into its parts, the script wraps `netsize.growth.senn_check` (scoring one
-check) and `netsize.growth.expand` (building the wider/deeper network) with timers; the library is
-not modified. The rest of growth_seconds is the optimizer rebuild and bookkeeping.
+To split growth time into its parts, the script wraps three functions of the growth core with
+timers (the library is not modified): `netsize.graph.grow.senn_check` (one check: it builds
+every candidate's network and scores it), `netsize.graph.grow.build` (surgery: one candidate's
+grown network, during a check or when a scheduled move is applied) and
+`netsize.networks.GraphMoves.apply` (applying a chosen move: a senn move reuses the network its
+check built). Scoring is the checks' time less the builds inside them; surgery is the time of
+every build. The rest of growth_seconds is the optimizer rebuild and bookkeeping.
 
 Threads: 1 by default (--threads). On the shared 2-core dev machine torch's default of 2 threads
 made a 5-epoch digits run take 14-15 s instead of 0.7-3 s whenever another process was busy
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import inspect
 import json
 import sys
 import time
@@ -35,8 +40,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from netsize import Recipe, derive, growth, load_recipe
+from netsize import Recipe, derive, load_recipe
 from netsize.data import load_data
+from netsize.graph import grow
+from netsize.networks import GraphMoves
 from netsize.train import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,36 +52,49 @@ GOAL = 0.05
 
 
 class Timed:
-    """Wraps a function of `netsize.growth` in place and accumulates its calls and seconds."""
+    """Wraps `owner.name` (a module function or a static method) in place and accumulates its
+    calls and seconds; with `inside`, also the calls and seconds made while `inside` runs."""
 
-    def __init__(self, name: str):
-        self.name, self.calls, self.seconds = name, 0, 0.0
-        self.original: Callable[..., Any] = getattr(growth, name)
+    def __init__(self, owner: Any, name: str, inside: Timed | None = None):
+        self.owner, self.name = owner, name
+        self.calls, self.seconds, self.calls_inside, self.seconds_inside = 0, 0.0, 0, 0.0
+        self.running = False
+        self.static = inspect.getattr_static(owner, name)  # restored as it was found
+        original: Callable[..., Any] = getattr(owner, name)
 
-        @functools.wraps(self.original)
+        @functools.wraps(original)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
+            started, nested = time.perf_counter(), inside is not None and inside.running
+            self.running = True
             try:
-                return self.original(*args, **kwargs)
+                return original(*args, **kwargs)
             finally:
-                self.seconds += time.perf_counter() - started
+                self.running = False
+                seconds = time.perf_counter() - started
+                self.seconds += seconds
                 self.calls += 1
+                if nested:
+                    self.seconds_inside += seconds
+                    self.calls_inside += 1
 
-        setattr(growth, name, wrapper)
+        setattr(owner, name, staticmethod(wrapper) if isinstance(self.static, staticmethod)
+                else wrapper)
 
     def restore(self) -> None:
-        setattr(growth, self.name, self.original)
+        setattr(self.owner, self.name, self.static)
 
 
 def run(recipe: Recipe) -> dict[str, Any]:
     splits = load_data(recipe.data, recipe.seed)
-    check, expand = Timed("senn_check"), Timed("expand")
+    check = Timed(grow, "senn_check")
+    build = Timed(grow, "build", inside=check)
+    apply = Timed(GraphMoves, "apply")
     try:
         trainer = Trainer(recipe, splits, torch.device("cpu"))
         summary = trainer.fit()
     finally:
-        check.restore()
-        expand.restore()
+        for timer in (apply, build, check):
+            timer.restore()
     best = max(summary.history, key=lambda h: h["val_metric"])
     return {
         "trigger": recipe.grow.trigger,
@@ -87,8 +107,12 @@ def run(recipe: Recipe) -> dict[str, Any]:
         "other_seconds": summary.wall_seconds - summary.growth_seconds,
         "checks": check.calls,
         "check_seconds": check.seconds,
-        "expansions": expand.calls,
-        "expand_seconds": expand.seconds,
+        "scoring_seconds": check.seconds - build.seconds_inside,
+        "builds": build.calls,
+        "builds_in_checks": build.calls_inside,
+        "surgery_seconds": build.seconds,
+        "applied": apply.calls,
+        "apply_seconds": apply.seconds,
         "events": len(summary.events),
         "best_val_metric": float(best["val_metric"]),
         "best_val_epoch": int(best["epoch"]),
@@ -138,10 +162,15 @@ def main(argv: list[str] | None = None) -> int:
         ("growth time", *(f"{r['growth_seconds']:.2f}s" for r in (grown, fixed))),
         ("growth share (goal <= 5%)", *(f"{100 * r['growth_share']:.1f}%" for r in (grown, fixed))),
         ("wall - growth", *(f"{r['other_seconds']:.2f}s" for r in (grown, fixed))),
-        ("  senn checks", *(f"{r['checks']}" for r in (grown, fixed))),
-        ("  scoring (senn_check)", *(per(r["check_seconds"], r["checks"]) for r in (grown, fixed))),
-        ("  surgery (expand)", *(per(r["expand_seconds"], r["expansions"])
-                                 for r in (grown, fixed))),
+        ("  senn checks (senn_check)", *(per(r["check_seconds"], r["checks"])
+                                         for r in (grown, fixed))),
+        ("  scoring (checks - their builds)", *(per(r["scoring_seconds"], r["checks"])
+                                                for r in (grown, fixed))),
+        ("  surgery (build)", *(per(r["surgery_seconds"], r["builds"])
+                                for r in (grown, fixed))),
+        ("    networks built in checks", *(str(r["builds_in_checks"]) for r in (grown, fixed))),
+        ("  moves applied (GraphMoves.apply)", *(per(r["apply_seconds"], r["applied"])
+                                                 for r in (grown, fixed))),
         ("growth events", *(str(r["events"]) for r in (grown, fixed))),
         (f"best val {metric} (epoch)", *(f"{r['best_val_metric']:.4f} ({r['best_val_epoch']})"
                                          for r in (grown, fixed))),

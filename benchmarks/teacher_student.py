@@ -42,7 +42,6 @@ from rich.console import Console
 from rich.table import Table
 
 from netsize import Recipe, derive, load_recipe, run_grow
-from netsize.growth import schedule_units
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RECIPE = ROOT / "recipes" / "teacher_student.yaml"
@@ -53,7 +52,8 @@ def method_changes(recipe: Recipe) -> dict[str, dict[str, Any]]:
     """Recipe changes of each method; the fixed baselines get the start and the scheduled end
     size."""
     hidden = list(recipe.model.hidden)  # type: ignore[union-attr]
-    end = [w + recipe.grow.schedule.times * schedule_units(w, recipe.grow) for w in hidden]
+    schedule = recipe.grow.schedule  # each time, ceil(amount x the initial width), at least 1
+    end = [w + schedule.times * max(1, math.ceil(schedule.amount * w)) for w in hidden]
     methods: dict[str, dict[str, Any]] = {m: {"grow.init": m} for m in GROWN}
     methods["small"] = {"grow.trigger": "none", "model.hidden": hidden}
     methods["big"] = {"grow.trigger": "none", "model.hidden": end}

@@ -49,9 +49,11 @@ from rich.table import Table
 from torch.utils.data import DataLoader, TensorDataset
 
 from netsize import Recipe, derive, load_recipe
-from netsize.architecture import CnnConfig, MlpConfig, spec_from_config
+from netsize.architecture import NATIVE, MlpConfig, spec_from_config
 from netsize.data import Splits, load_data
-from netsize.model import Net, build, count_params
+from netsize.graph.build import GraphNet
+from netsize.model import count_params
+from netsize.networks import build_network
 from netsize.train import Trainer, make_scheduler
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +78,7 @@ class NetsizeLoop:
         self.n, self.bs = len(self.trainer.splits.x_train), recipe.train.batch_size
 
     @property
-    def net(self) -> Net:
+    def net(self) -> GraphNet:
         return self.trainer.net
 
     def epoch(self) -> int:
@@ -97,10 +99,10 @@ class PlainLoop:
     """Textbook PyTorch: DataLoader over a TensorDataset, zero_grad/forward/backward/step."""
 
     def __init__(self, recipe: Recipe, splits: Splits, device: torch.device, total_steps: int):
-        assert isinstance(recipe.model, MlpConfig | CnnConfig), "a netsize mlp or cnn model"
+        assert isinstance(recipe.model, NATIVE), "a model netsize builds itself"
         torch.manual_seed(recipe.seed)  # as Trainer.__init__ does: identical initial weights
         spec = spec_from_config(recipe.model, splits.input_shape, splits.n_outputs)
-        self.net = build(spec).to(device)
+        self.net = build_network(spec).to(device)
         self.net.train()
         self.device = device
         n, bs = len(splits.x_train), recipe.train.batch_size

@@ -1,9 +1,9 @@
 """When, where and how to grow, for the training loop: `Grower.maybe_grow` is its one hook.
 
 The Grower decides when a check is due (SENN checks every check_every steps outside a cooldown,
-or GradMax's schedule), asks the network's moves where to grow (`netsize.networks.moves_for`:
-the layer moves of netsize's MLP/stage CNNs, or the graph moves of every other architecture),
-and logs every check (grown or not, with every candidate's score and the reason) and every event.
+or GradMax's schedule), asks the network's moves where to grow (`netsize.networks.GraphMoves`,
+the one growth core: every architecture is a graph network), and logs every check (grown or
+not, with every candidate's score and the reason) and every event.
 The loop swaps in the grown network and carries the optimizer state through the index map.
 """
 
@@ -32,7 +32,7 @@ class Grown:
 @dataclass
 class Grower:
     cfg: Any  # GrowConfig, max_params already lowered to what memory holds
-    moves: Any  # LayerMoves or GraphMoves (netsize.networks.moves_for)
+    moves: Any  # GraphMoves (netsize.networks.moves_for)
     total_steps: int
     generator: torch.Generator  # score batches and random draws
     initial: dict[str, int] = field(default_factory=dict)  # start units of each growable part

@@ -1,16 +1,15 @@
-"""Build an nn.Module from a NetSpec, and expose per-layer taps for scoring."""
+"""Pieces every network shares: netsize's relu (gradient 1 at 0, so GradMax's zero-fan-in units
+learn), the activations a layer-list spec may name (checked when an old checkpoint is read), and
+parameter and FLOP counts of any module. The networks themselves are graph networks
+(netsize.graph.build, through netsize.networks)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from netsize.spec import NetSpec
 
 _TINY: dict[torch.dtype, float] = {}
 
@@ -35,118 +34,6 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu,  # f(0) = 0, f'(0) = 0.5
     "tanh": torch.tanh,  # f(0) = 0, f'(0) = 1
 }
-
-
-def activation_slope_at_zero(name: str) -> float:
-    x = torch.zeros((), requires_grad=True)
-    (grad,) = torch.autograd.grad(ACTIVATIONS[name](x), x)
-    return float(grad)
-
-
-def running_stats(norm: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    assert norm.running_mean is not None and norm.running_var is not None
-    return norm.running_mean, norm.running_var
-
-
-@dataclass
-class Tap:
-    """Tensors of one hidden layer on one batch (N = batch)."""
-
-    x_in: torch.Tensor  # input of the linear/conv op: (N, d_in) or (N, C_in, H, W)
-    z: torch.Tensor  # op output, before norm: (N, d) or (N, C, H, W)
-    a: torch.Tensor  # after activation (and dropout), before pooling
-    n: torch.Tensor  # after the norm (the same tensor as z without one)
-
-
-class Hidden(nn.Module):
-    """One hidden layer: op -> [norm] -> activation -> [dropout]."""
-
-    op: nn.Linear | nn.Conv2d
-    norm: nn.BatchNorm1d | nn.BatchNorm2d | nn.Identity
-
-    def __init__(self, op: nn.Linear | nn.Conv2d, norm: nn.BatchNorm1d | nn.BatchNorm2d |
-                 nn.Identity, activation: str, dropout: float):
-        super().__init__()
-        self.op = op
-        self.norm = norm
-        self.activation = activation
-        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-
-    def forward_tap(self, x: torch.Tensor) -> Tap:
-        z = self.op(x)
-        n = self.norm(z)
-        a = self.drop(ACTIVATIONS[self.activation](n))
-        return Tap(x, z, a, n)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_tap(x).a
-
-
-class Net(nn.Module):
-    def __init__(self, spec: NetSpec):
-        super().__init__()
-        self.spec = spec
-        self.hidden = nn.ModuleList(_make_hidden(spec, i) for i in range(len(spec.layers)))
-        self.head = nn.Linear(spec.layers[-1].width, spec.n_outputs)
-
-    def layer(self, i: int) -> Hidden:
-        return cast(Hidden, self.hidden[i])
-
-    def batch_norm(self, i: int) -> nn.BatchNorm1d | nn.BatchNorm2d:
-        norm = self.layer(i).norm
-        if not isinstance(norm, nn.BatchNorm1d | nn.BatchNorm2d):
-            raise ValueError(f"hidden layer {i} has no batch norm")
-        return norm
-
-    def next_op(self, i: int) -> nn.Linear | nn.Conv2d:
-        """The op that reads hidden layer i's output: layer i+1's op, or the head."""
-        return self.head if i == len(self.hidden) - 1 else self.layer(i + 1).op
-
-    def route(self, i: int, a: torch.Tensor) -> torch.Tensor:
-        route = self.spec.route_after(i)
-        if route == "maxpool":
-            return F.max_pool2d(a, 2)
-        if route == "avgpool":
-            return a.mean(dim=(2, 3))
-        return a
-
-    def forward_taps(self, x: torch.Tensor) -> tuple[torch.Tensor, list[Tap]]:
-        if self.spec.kind == "mlp":
-            x = x.flatten(1)
-        taps = []
-        for i in range(len(self.hidden)):
-            tap = self.layer(i).forward_tap(x)
-            taps.append(tap)
-            x = self.route(i, tap.a)
-        return self.head(x), taps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.spec.kind == "mlp":
-            x = x.flatten(1)
-        for i, layer in enumerate(self.hidden):
-            x = self.route(i, layer(x))
-        return self.head(x)
-
-
-def _make_hidden(spec: NetSpec, i: int) -> Hidden:
-    layer = spec.layers[i]
-    d_in = spec.in_width(i)
-    op: nn.Linear | nn.Conv2d
-    norm: nn.BatchNorm1d | nn.BatchNorm2d | nn.Identity
-    if spec.kind == "mlp":
-        op = nn.Linear(d_in, layer.width)
-        norm = nn.BatchNorm1d(layer.width) if layer.norm else nn.Identity()
-    else:
-        k = spec.kernel_size
-        op = nn.Conv2d(d_in, layer.width, k, padding=k // 2)
-        norm = nn.BatchNorm2d(layer.width) if layer.norm else nn.Identity()
-    dropout = spec.dropout if layer.dropout else 0.0
-    return Hidden(op, norm, spec.activation, dropout)
-
-
-def build(spec: NetSpec) -> Net:
-    """A fresh network with PyTorch's default initialisation (seed the global RNG first)."""
-    return Net(spec)
 
 
 def count_params(module: nn.Module) -> int:

@@ -1,6 +1,8 @@
-"""The one place that knows the two network descriptions: netsize's layer-list `NetSpec` (MLP and
-stage CNN, grown by the layer surgery) and the op-graph `GraphSpec` (every architecture of the
-graph vocabulary). Everything else builds, reads and describes networks through here."""
+"""Where networks come from: every network netsize builds, trains, grows and prunes is a graph
+network (`GraphSpec`, netsize.graph), built here and grown through `GraphMoves`. The layer-list
+`NetSpec` of netsize 0.1 survives only in old checkpoints: `spec_from_json` reads either
+description and `layer_list_as_graph` turns a layer-list one into the same graph (netsize.io
+loads it so)."""
 
 from __future__ import annotations
 
@@ -9,23 +11,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from netsize import growth
 from netsize.graph import grow as graph_grow
-from netsize.graph.build import build_graph
+from netsize.graph.build import GraphNet, build_graph
 from netsize.graph.check import parse_graph
 from netsize.graph.groups import find_groups
 from netsize.graph.spec import GraphSpec, Node
-from netsize.model import build
 from netsize.spec import NetSpec
 from netsize.surgery import IndexMap
 
+# what a checkpoint's spec.json may describe: a graph, or a layer-list network of netsize 0.1
 AnySpec = NetSpec | GraphSpec
 Batch = tuple[torch.Tensor, torch.Tensor, str]
 
 
-def build_network(spec: AnySpec) -> nn.Module:
+def build_network(spec: GraphSpec) -> GraphNet:
     """A fresh network with PyTorch's default initialisation (seed the global RNG first)."""
-    return build_graph(spec) if isinstance(spec, GraphSpec) else build(spec)
+    return build_graph(spec)
 
 
 def spec_from_json(raw: Any, key: str = "spec") -> AnySpec:
@@ -37,38 +38,8 @@ def spec_from_json(raw: Any, key: str = "spec") -> AnySpec:
 
 
 # ------------------------------------------------------------------------------ growth moves
-class LayerMoves:
-    """Growth of netsize's layer-list networks (MLP, stage CNN): netsize.growth."""
-
-    @staticmethod
-    def initial(net: Any) -> dict[str, int]:
-        return {str(i): w for i, w in enumerate(net.spec.widths())}
-
-    @staticmethod
-    def seed(generator: torch.Generator) -> int:
-        return int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-
-    @staticmethod
-    def senn(net: Any, batch: Batch, cfg: Any, params: int, seed: int) -> Any:
-        return growth.senn_check(net, *batch, cfg, params, seed)
-
-    @staticmethod
-    def schedule(net: Any, initial: dict[str, int], cfg: Any, params: int,
-                 seed: int) -> list[Any]:
-        return growth.schedule_candidates(net.spec, list(initial.values()), cfg, params)
-
-    @staticmethod
-    def apply(net: Any, move: Any, cfg: Any, batch: Batch,
-              generator: torch.Generator) -> tuple[nn.Module, IndexMap, dict[str, Any]]:
-        cand = getattr(move, "chosen", move)
-        _, new_net, index_map = growth.expand(net, cand, cfg, batch, generator)
-        record = {"kind": cand.kind, "layer": cand.layer, "units": cand.units,
-                  "init": cfg.init if cand.kind == "width" else "identity"}
-        return new_net, index_map, {**record, **_scores(move, cand.kind, "layer", cand.layer)}
-
-
 class GraphMoves:
-    """Growth of graph networks (every other architecture): netsize.graph.grow."""
+    """Growth of netsize's networks (every architecture is a graph): netsize.graph.grow."""
 
     @staticmethod
     def initial(net: Any) -> dict[str, int]:
@@ -94,21 +65,22 @@ class GraphMoves:
         built = getattr(move, "built", None) or graph_grow.build(net, cand, cfg, batch)
         record = {"kind": cand.kind, "layer": cand.target, "units": cand.units,
                   "init": cfg.init if cand.kind == "width" else "residual"}
-        return built[1], built[2], {**record, **_scores(move, cand.kind, "target", cand.target)}
+        return built[1], built[2], {**record, **_scores(move, cand.kind, cand.target)}
 
 
-def _scores(move: Any, kind: str, key: str, where: Any) -> dict[str, Any]:
+def _scores(move: Any, kind: str, target: str) -> dict[str, Any]:
     """eta, threshold, the chosen candidate's ratio and gain, and every score of a senn check."""
     if not hasattr(move, "scored"):
         return {}
-    mine = [s for s in move.scored if s["kind"] == kind and s[key] == where]
+    mine = [s for s in move.scored if s["kind"] == kind and s["target"] == target]
     return {"eta": move.eta, "threshold": move.threshold,
             "ratio": mine[0]["ratio"] if mine else None,
             "gain": mine[0]["gain"] if mine else None, "scores": move.scored}
 
 
-def moves_for(net: nn.Module) -> LayerMoves | GraphMoves:
-    return GraphMoves() if isinstance(getattr(net, "spec", None), GraphSpec) else LayerMoves()
+def moves_for(net: nn.Module) -> GraphMoves:
+    """The growth moves of a network: one growth core, whatever the architecture."""
+    return GraphMoves()
 
 
 # -------------------------------------------------------------------- layer-list checkpoints

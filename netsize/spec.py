@@ -1,4 +1,6 @@
-"""Frozen architecture descriptions. A spec plus a state_dict is the whole model: no pickles.
+"""The layer-list network description of netsize 0.1, kept to read its checkpoints: netsize.io
+loads one as the same graph network (netsize.networks.layer_list_as_graph); nothing builds,
+trains or grows a layer-list network any more. A spec plus a state_dict is the whole model.
 
 Both model kinds are a flat list of hidden layers followed by a linear head:
 - mlp: each layer is Linear -> [BatchNorm1d] -> activation -> [dropout];
@@ -8,7 +10,7 @@ Both model kinds are a flat list of hidden layers followed by a linear head:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 
@@ -30,7 +32,7 @@ class NetSpec:
     dropout: float = 0.0
     kernel_size: int = 3
 
-    # -- derived facts used by scoring and surgery ------------------------------------------
+    # -- derived facts used to check and convert a spec -------------------------------------
     def in_width(self, i: int) -> int:
         """Input units/channels of hidden layer i."""
         if i == 0:
@@ -44,9 +46,6 @@ class NetSpec:
         if i == len(self.layers) - 1:
             return "avgpool"
         return "maxpool" if self.layers[i + 1].stage != self.layers[i].stage else "direct"
-
-    def with_layers(self, layers: tuple[LayerSpec, ...]) -> NetSpec:
-        return replace(self, layers=layers)
 
     def widths(self) -> list[int]:
         return [layer.width for layer in self.layers]
@@ -70,6 +69,6 @@ class NetSpec:
 
         Raises ValueError naming the dotted key and the rule, never repeating the file's values.
         """
-        from netsize.spec_check import parse_spec  # it needs netsize.model, which imports us
+        from netsize.spec_check import parse_spec  # it imports us
 
         return parse_spec(raw)

@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import torch
 from pydantic import Field, model_validator
@@ -21,12 +21,12 @@ from netsize.architecture import NATIVE
 from netsize.config import MAX_BATCH, MAX_EPOCHS, Strict
 from netsize.data import Splits, augment_batch
 from netsize.errors import UserError
+from netsize.graph.spec import GraphSpec
 from netsize.grower import Grower
 from netsize.losses import batch_loss
 from netsize.model import count_flops, count_params
 from netsize.networks import build_network, moves_for
 from netsize.preflight import growth_params_limit, plan_network
-from netsize.spec import NetSpec
 from netsize.surgery import IndexMap, carry_optimizer_state
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ class Checkpoint:
     tag: str  # "event-003", "final", "best"
     step: int
     epoch: int
-    spec: NetSpec | None  # None for a timm/torchvision module
+    spec: GraphSpec | None  # None for a timm/torchvision module
     state: dict[str, torch.Tensor]  # CPU copies
     params: int
     flops: int
@@ -97,7 +97,7 @@ class RunSummary:
     wall_seconds: float = 0.0
     growth_seconds: float = 0.0  # scoring + surgery + optimizer rebuild
     train_flops: float = 0.0  # 3 x forward FLOPs x examples, summed over training steps
-    final_spec: NetSpec | None = None
+    final_spec: GraphSpec | None = None
     early_stopped: bool = False
 
 
@@ -160,7 +160,8 @@ class Trainer:
             if not isinstance(recipe.model, NATIVE):
                 raise UserError(f"model.kind: {recipe.model.kind} models cannot be trained or "
                                 "grown from scratch here; use netsize prune on them.")
-            net = build_network(plan_network(recipe, splits))
+            # plan_network returns spec_from_config's GraphSpec (annotated as any spec)
+            net = build_network(cast(GraphSpec, plan_network(recipe, splits)))
         self.net: Any = net.to(device)
         spec = getattr(net, "spec", None)
         self.initial_architecture = spec.describe() if spec else type(net).__name__

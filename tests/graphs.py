@@ -1,4 +1,6 @@
-"""Small hand-written graph networks of every family, for the graph surgery tests."""
+"""Small hand-written graph networks of every family, for the graph surgery, scoring, growth
+and pruning tests; and old layer-list checkpoints' tensors, written without the old network
+class."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ from torch import nn
 
 from netsize.graph.build import GraphNet, build_graph
 from netsize.graph.spec import GraphSpec, Node
+from netsize.networks import layer_list_as_graph
+from netsize.spec import NetSpec
 
 
 class Nodes:
@@ -188,3 +192,20 @@ def make(spec: GraphSpec, seed: int = 0) -> GraphNet:
 def batch(spec: GraphSpec, n: int = 8, seed: int = 1) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(n, *spec.input_shape, generator=gen, dtype=torch.float64)
+
+
+def layer_list_net(spec: NetSpec, seed: int = 0) -> GraphNet:
+    """A layer-list network (netsize 0.1) as its converted graph, seeded."""
+    torch.manual_seed(seed)
+    return build_graph(layer_list_as_graph(spec)[0])
+
+
+def as_layer_list_state(spec: NetSpec,
+                        state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The converted graph's tensors under the old layer-list names (hidden.i.op.weight,
+    head.bias, ...), copied: the inverse of layer_list_as_graph's name map, which must be one
+    to one and cover every tensor."""
+    names = layer_list_as_graph(spec)[1]
+    old_name = {new: old for old, new in names.items()}
+    assert len(old_name) == len(names) and set(old_name) == set(state)
+    return {old_name[k]: v.detach().clone() for k, v in state.items()}

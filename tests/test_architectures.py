@@ -9,11 +9,17 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+from graphs import as_layer_list_state, layer_list_net
+from safetensors.torch import load_file
 from test_data import write_cifar10
 
 from netsize import load_checkpoint, load_recipe, run_grow
 from netsize.data import load_data
 from netsize.graph.spec import GraphSpec
+from netsize.io import save_checkpoint
+from netsize.networks import layer_list_as_graph
+from netsize.spec import LayerSpec, NetSpec
 from netsize.train import evaluate
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -57,24 +63,55 @@ def test_tiny_architecture_recipes_grow_and_reload(name: str, tmp_path: Path):
         result.summary.events)
 
 
-def test_layer_list_checkpoints_load_as_the_same_graph(tmp_path: Path):
-    """Checkpoints of the layer-list networks (netsize 0.1) load into the graph vocabulary and
-    compute the same function."""
-    from netsize.io import save_checkpoint
-    from netsize.model import build
-    from netsize.spec import LayerSpec, NetSpec
+def _layer_list_forward(spec: NetSpec, state: dict[str, torch.Tensor],
+                        x: torch.Tensor) -> torch.Tensor:
+    """netsize 0.1's layer-list network in eval mode, written out from the old tensor names:
+    op -> [batch norm] -> activation per hidden layer (dropout is the identity in eval mode);
+    a cnn pools 2x2 (max) between stages and averages over positions after the last layer."""
+    act = {"relu": F.relu, "leaky_relu": F.leaky_relu, "gelu": F.gelu,
+           "tanh": torch.tanh}[spec.activation]
+    h = x.flatten(1) if spec.kind == "mlp" else x
+    for i, layer in enumerate(spec.layers):
+        w, b = state[f"hidden.{i}.op.weight"], state[f"hidden.{i}.op.bias"]
+        h = F.linear(h, w, b) if spec.kind == "mlp" else \
+            F.conv2d(h, w, b, padding=spec.kernel_size // 2)
+        if layer.norm:
+            n = f"hidden.{i}.norm."
+            h = F.batch_norm(h, state[n + "running_mean"], state[n + "running_var"],
+                             state[n + "weight"], state[n + "bias"], training=False)
+        h = act(h)
+        if spec.kind == "cnn" and i == len(spec.layers) - 1:
+            h = h.mean(dim=(2, 3))
+        elif spec.kind == "cnn" and spec.layers[i + 1].stage != layer.stage:
+            h = F.max_pool2d(h, 2)
+    return F.linear(h, state["head.weight"], state["head.bias"])
 
+
+def test_layer_list_checkpoints_load_as_the_same_graph(tmp_path: Path):
+    """Checkpoints of the layer-list networks (netsize 0.1: a NetSpec and tensors under the old
+    names) load as the converted graph holding exactly those tensors, and compute the old
+    network's function."""
     specs = [NetSpec("mlp", (6,), 3, (LayerSpec(5, True), LayerSpec(4, False)), "leaky_relu",
                      0.2),
              NetSpec("cnn", (2, 8, 8), 3, (LayerSpec(4, True, 0, False),
                                            LayerSpec(4, False, 0, False),
                                            LayerSpec(5, True, 1, False)), "relu", 0.0, 3)]
     for i, spec in enumerate(specs):
-        torch.manual_seed(i)
-        old = build(spec)
-        old.train()(torch.randn(8, *spec.input_shape))  # move the running statistics
-        save_checkpoint(tmp_path / f"ck{i}", spec, old.state_dict(), {"tag": "old"})
+        graph_net = layer_list_net(spec, seed=i)
+        graph_net.train()(torch.randn(8, *spec.input_shape))  # move the running statistics
+        old_state = as_layer_list_state(spec, graph_net.state_dict())
+        new_names = layer_list_as_graph(spec)[1]
+        assert "hidden.0.op.weight" in old_state and "head.bias" in old_state
+        save_checkpoint(tmp_path / f"ck{i}", spec, old_state, {"tag": "old"})
+        assert set(load_file(str(tmp_path / f"ck{i}" / "weights.safetensors"))) == set(old_state)
+
         net, meta = load_checkpoint(tmp_path / f"ck{i}")
-        x = torch.randn(3, *spec.input_shape)
         assert isinstance(net.spec, GraphSpec) and meta["tag"] == "old"
-        torch.testing.assert_close(net.eval()(x), old.eval()(x))
+        assert net.spec == layer_list_as_graph(spec)[0]
+        loaded = net.state_dict()
+        assert set(loaded) == set(new_names.values())
+        for old, new in new_names.items():
+            assert torch.equal(loaded[new], old_state[old]), old
+        x = torch.randn(3, *spec.input_shape)
+        with torch.no_grad():
+            torch.testing.assert_close(net.eval()(x), _layer_list_forward(spec, old_state, x))

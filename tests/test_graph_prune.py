@@ -170,6 +170,27 @@ def test_taylor_is_the_first_order_loss_change_through_every_consumer():
     torch.testing.assert_close(stats["c1"].taylor, change.mean(0).abs().detach())
 
 
+def test_criteria_rank_units_as_defined():
+    """A unit with zero fan-in and bias 0.5 is constant at tanh(0.5): the least variable, cv 0,
+    magnitude tanh(0.5); taylor is a non-negative score per unit."""
+    b = Nodes()
+    x = b.act("a1", b.op("fc1", "linear", "input", width=8), "tanh")
+    b.op("out", "linear", b.act("a2", b.op("fc2", "linear", x, width=7), "tanh"), width=3)
+    spec = b.spec((6,))
+    net = make(spec)
+    with torch.no_grad():
+        net.ops["fc1"].weight[2] = 0.0
+        net.ops["fc1"].bias[2] = 0.5
+    x, y = data(spec, 50)
+    stats = unit_statistics(net, x, y, "classification")
+    assert int(unit_scores(stats, "variability")["fc1"].argmin()) == 2
+    assert unit_scores(stats, "cv")["fc1"][2] < 1e-6
+    magnitude = unit_scores(stats, "magnitude")["fc1"]
+    assert magnitude[2] == pytest.approx(float(torch.tanh(torch.tensor(0.5))))
+    taylor = unit_scores(stats, "taylor")["fc1"]
+    assert taylor.shape == (8,) and bool((taylor >= 0).all()) and bool(taylor.any())
+
+
 # ---------------------------------------------------------------------------------- choice
 def test_select_units_threshold_scope_minimum_and_error():
     scores = {"a": torch.tensor([1.0, 2.0, 3.0, 6.0]), "b": torch.tensor([10.0, 20.0])}

@@ -1,13 +1,16 @@
 """Scores on any graph network, checked against autograd and brute force (float64):
-per-example gradients equal one-example autograd; a candidate's gain equals eta of the network
-growth builds minus eta now; the GradMax fan-in gradient equals the grown module's and is at
-least that of random fan-outs of the same norm; power iteration finds M's top subspace."""
+per-example gradients equal one-example autograd; eta equals a natural score written out from
+torch.func gradients, for classification and regression, in the mode it found; a candidate's
+gain equals eta of the network growth builds minus eta now; the GradMax fan-in gradient equals
+the grown module's and is at least that of random fan-outs of the same norm; power iteration
+finds M's top subspace."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from graphs import batch, flatten_cnn, make, mlp, resnet, secnn, stage_cnn, wrn
+from torch.func import functional_call, grad, vmap
 
 from netsize.graph import scores
 from netsize.graph.groups import find_groups
@@ -38,6 +41,52 @@ def test_per_example_grads_equal_autograd(family: str):
         want = torch.autograd.grad(loss, list(net.parameters()))
         for name, g in zip(names, want, strict=True):
             torch.testing.assert_close(got[name][i], g)
+
+
+def _reference_eta(net, x, y, task, damping):
+    """sum_i mean_n(g)^2 / (mean_n(g^2) + damping) over every parameter, eval mode, from
+    torch.func per-example gradients and an independent loss."""
+    net.eval()
+    params = {k: v.detach() for k, v in net.named_parameters()}
+    buffers = dict(net.named_buffers())
+
+    def loss(prm, xi, yi):
+        out = functional_call(net, (prm, buffers), (xi[None],))
+        if task == "classification":
+            return torch.nn.functional.cross_entropy(out, yi[None])
+        return 0.5 * (out - yi[None]).pow(2).sum()
+
+    grads = vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
+    flat = torch.cat([g.flatten(1) for g in grads.values()], dim=1)
+    mean, sq = flat.mean(0), flat.pow(2).mean(0)
+    return float((mean.pow(2) / (sq + damping)).sum())
+
+
+@pytest.mark.parametrize("family", ["mlp", "stage_cnn"])
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_eta_matches_per_example_autograd(family: str, task: str):
+    spec = FAMILIES[family]()
+    net = make(spec)
+    net.train()
+    for _ in range(3):  # running statistics of its own
+        net(batch(spec, 16, seed=9))
+    x = batch(spec, 20)
+    y = (torch.randint(0, 3, (20,), generator=torch.Generator().manual_seed(3))
+         if task == "classification" else torch.randn(20, 3, dtype=torch.float64))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    got = scores.eta(net, x, y, task, DAMPING)
+    assert net.training  # eta scores in eval mode and restores the mode it found
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    assert got == pytest.approx(_reference_eta(net, x, y, task, DAMPING), rel=1e-9)
+
+
+def test_natural_score_bounds():
+    # Identical per-example gradients: each term is g^2 / (g^2 + damping) -> about P.
+    same = torch.ones(10, 4)
+    assert scores.natural_score(same, 1e-9) == pytest.approx(4.0)
+    # Gradients that cancel on average carry no expected loss decrease.
+    opposite = torch.cat([torch.ones(5, 4), -torch.ones(5, 4)])
+    assert scores.natural_score(opposite, 1e-9) == pytest.approx(0.0)
 
 
 def _grow(net, group, k, u):  # widen with U's fan-out, in widen's column layout

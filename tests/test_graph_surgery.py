@@ -189,6 +189,19 @@ def check_widened(spec: GraphSpec, new_spec: GraphSpec, group: Group, k: int) ->
     assert new_spec.params() - spec.params() == width_params(spec, group, k)
 
 
+BN_FAMILIES = [f for f, make_spec in sorted(graphs.FAMILIES.items())
+               if any(n.op == "norm" and n.kind == "batch" for n in make_spec().nodes)]
+
+
+@pytest.mark.parametrize("family", BN_FAMILIES)
+def test_batches_exercise_batch_statistics(family: str) -> None:
+    """Non-vacuous: train-mode outputs differ from eval-mode ones on the test batch, so keeping
+    the function in train mode is a check of its own."""
+    spec = graphs.FAMILIES[family]()
+    net, x = make(spec), batch(spec)
+    assert not torch.allclose(outputs(net, x, True), outputs(net, x, False), atol=1e-3)
+
+
 @pytest.mark.parametrize("family", sorted(graphs.FAMILIES))
 def test_random_growth_keeps_the_function(family: str) -> None:
     spec = graphs.FAMILIES[family]()

@@ -1,45 +1,88 @@
-"""Growth decisions: a candidate's gain is that of the network growth builds (layer networks,
-every init), every check is logged with its reason, nothing grows on the last step, and a
-schedule is never cut short by max_events."""
+"""Growth decisions: a candidate's gain is that of the network growth builds (every init, the
+candidate's own draw), every check is logged with its reason, nothing grows on the last step,
+and a schedule is never cut short by max_events."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import graphs
 import pytest
 import torch
-from nets import batch, cnn, make_net, mlp
+from graphs import batch, make
 
-from netsize import growth
+from netsize.graph import grow
 from netsize.graph import scores as graph_scores
 from netsize.grower import Grower
-from netsize.networks import LayerMoves
+from netsize.model import count_params
+from netsize.networks import GraphMoves
 from netsize.recipe import GrowConfig, load_recipe
 from netsize.runs.grow import run_grow
 
 TINY = Path(__file__).resolve().parent.parent / "recipes" / "tiny"
+TASK = "classification"
+
+
+def _data(spec, n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    y = torch.randint(0, spec.n_outputs, (n,), generator=torch.Generator().manual_seed(2))
+    return batch(spec, n), y
 
 
 @pytest.mark.parametrize("init", ["gradmax", "random", "zero_out"])
-@pytest.mark.parametrize("family", ["mlp", "cnn"])
-def test_layer_gain_is_eta_of_the_grown_network_minus_eta_now(init: str, family: str):
-    spec = mlp([5, 4], norm=True) if family == "mlp" else cnn([[3], [4]], (2, 6, 6), norm=True)
-    net = make_net(spec).double()
-    x, y = batch(spec, n=8)
-    x = x.double()
-    cfg = GrowConfig(candidates=["width"], increment=2, damping=1e-3, init=init, tau=1e9)
-    decision = growth.senn_check(net, x, y, "classification", cfg, params_now=100, seed=7)
-    eta_now = graph_scores.eta(net, x, y, "classification", 1e-3)
-    gains = {s["layer"]: s["gain"] for s in decision.scored}
-    for cand in growth.candidates(spec, cfg, 100, seed=7):
-        _, grown, _ = growth.expand(net, cand, cfg, (x, y, "classification"), torch.Generator())
-        eta_grown = graph_scores.eta(grown, x, y, "classification", 1e-3)
-        assert gains[cand.layer] == pytest.approx(eta_grown - eta_now, rel=1e-5, abs=1e-10)
+@pytest.mark.parametrize("family", ["mlp", "stage_cnn", "flatten_cnn", "resnet"])
+def test_gain_is_eta_of_the_grown_network_minus_eta_now(init: str, family: str):
+    """Each scored gain is eta(build(candidate)) - eta(now): the candidate's own draw (random
+    fan-outs and zero_out's random fan-ins included), rebuilt here from candidates + build."""
+    spec = graphs.FAMILIES[family]()
+    net = make(spec)
+    x, y = _data(spec)
+    cfg = GrowConfig(candidates=["width", "depth"], increment=2, damping=1e-3, init=init,
+                     tau=1e9, coupled=True, max_layers=64)
+    params = count_params(net)
+    decision = grow.senn_check(net, (x, y, TASK), cfg, params_now=params, seed=7)
+    assert decision.chosen is None and decision.built is None  # tau 1e9: nothing passes
+    eta_now = graph_scores.eta(net, x, y, TASK, 1e-3)
+    assert decision.eta == pytest.approx(eta_now, rel=1e-12)
+    gains = {(s["kind"], s["target"]): s["gain"] for s in decision.scored}
+    cands = grow.candidates(spec, cfg, params, seed=7)
+    assert len(gains) == len(cands) == len(decision.scored)
+    assert {c.kind for c in cands} == {"width", "depth"}
+    for cand in cands:
+        _, grown, _ = grow.build(net, cand, cfg, (x, y, TASK))
+        eta_grown = graph_scores.eta(grown, x, y, TASK, 1e-3)
+        assert gains[(cand.kind, cand.target)] == pytest.approx(eta_grown - eta_now, rel=1e-5,
+                                                                abs=1e-10)
+
+
+@pytest.mark.parametrize("init", ["gradmax", "random", "zero_out"])
+def test_the_chosen_network_is_the_one_scored(init: str):
+    """build is deterministic in (net, candidate, batch): the network a check keeps for its
+    winner, a rebuild and the network GraphMoves.apply swaps in hold the same tensors."""
+    spec = graphs.secnn()
+    net = make(spec)
+    x, y = _data(spec)
+    cfg = GrowConfig(candidates=["width"], increment=2, init=init, tau=1.0)
+    decision = grow.senn_check(net, (x, y, TASK), cfg, count_params(net), seed=3)
+    assert decision.chosen is not None and decision.built is not None
+    again = grow.build(net, decision.chosen, cfg, (x, y, TASK))
+    applied, _, record = GraphMoves.apply(net, decision, cfg, (x, y, TASK),
+                                          torch.Generator().manual_seed(99))
+    assert applied is decision.built[1]  # not built a second time
+    assert [record["gain"]] == [s["gain"] for s in decision.scored
+                                if s["target"] == decision.chosen.target]
+    for name, value in decision.built[1].state_dict().items():
+        assert torch.equal(value, again[1].state_dict()[name]), name
+    other = grow.build(net, replace(decision.chosen, seed=decision.chosen.seed + 1), cfg,
+                       (x, y, TASK))
+    differs = any(not torch.equal(v, other[1].state_dict()[n])
+                  for n, v in again[1].state_dict().items())
+    assert differs == (init != "gradmax")  # gradmax's fan-out is the SVD's, not a draw
 
 
 def _grower(trigger: str, total: int, **cfg: object) -> Grower:
     config = GrowConfig(trigger=trigger, **cfg)  # type: ignore[arg-type]
-    return Grower(config, LayerMoves(), total, torch.Generator().manual_seed(0))
+    return Grower(config, GraphMoves(), total, torch.Generator().manual_seed(0))
 
 
 def test_no_growth_on_the_last_step_and_schedule_ignores_max_events():

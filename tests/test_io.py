@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from netsize.errors import UserError
-from netsize.io import load_checkpoint, save_checkpoint
 from netsize.graph import presets
 from netsize.graph.build import build_graph as build
 from netsize.graph.check import parse_graph
+from netsize.io import load_checkpoint, save_checkpoint
 
 SPEC = presets.cnn((1, 8, 8), 10, [[4], [6]])
 

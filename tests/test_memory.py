@@ -6,11 +6,12 @@ import time
 
 import pytest
 import torch
-from nets import cnn
 from torch import nn
 
 from netsize import memory
 from netsize.errors import UserError
+from netsize.graph import presets
+from netsize.graph.build import build_graph
 from netsize.memory import (
     activation_elements,
     available_bytes,
@@ -18,7 +19,6 @@ from netsize.memory import (
     estimate_training_bytes,
     human,
 )
-from netsize.model import build
 
 
 def _real_count(module: nn.Module, input_shape: tuple[int, ...]) -> int:
@@ -54,7 +54,7 @@ def test_activation_elements_small_conv_net_matches_hand_count():
 
 
 def test_activation_elements_netsize_net_matches_real_forward():
-    net = build(cnn([[4], [8]], (3, 8, 8), norm=True))
+    net = build_graph(presets.cnn((3, 8, 8), 3, [[4], [8]]))  # batch norms, pooling, gap
     assert activation_elements(net, (3, 8, 8)) == _real_count(net, (3, 8, 8))
 
 

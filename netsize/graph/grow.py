@@ -115,10 +115,7 @@ def grow_width(net: GraphNet, group: Group, k: int, init: str, fanout_scale: flo
     else:
         u = torch.randn(probe.dim(), k, generator=gen, dtype=x.dtype).to(x.device)
     u = scores.scale_columns(u, fanout_scale * existing_fanout_norm(net, group))
-    weights = probe.weights(u.to(x.dtype))
-    fan_out = {c: weights[name][:, cols] for c, (name, cols)
-               in zip(group.consumers, probe.fan_out, strict=True)}
-    return widen(net, group, k, fan_out)
+    return widen(net, group, k, probe.fan_out_weights(u.to(x.dtype)))
 
 
 def existing_fanout_norm(net: nn.Module, group: Group) -> float:

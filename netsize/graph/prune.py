@@ -1,6 +1,7 @@
-"""Prune-and-transfer (ODF2NNA) for any graph network: netsize.prune's statistics, scores,
-choice of units and transfer, with one unit = one channel (or feature) of a growable group
-(every producer of a coupled group together, see netsize.graph.groups).
+"""Prune-and-transfer (ODF2NNA) for any graph network: unit statistics, scores, the choice
+of units and the transfer (configured by netsize.prune.PruneConfig), with one unit = one
+channel (or feature) of a growable group (every producer of a coupled group together, see
+netsize.graph.groups).
 
 A unit is measured where the ops that read it (the group's consumers) read it, in eval mode:
 each consumer's input at the group's sites. After a flatten a channel is H*W features, its

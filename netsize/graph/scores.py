@@ -114,7 +114,9 @@ class FanOutProbe:
     """A grown network with zero fan-in whose new fan-out is a variable U (D_out, k).
 
     Column j of U is unit j's fan-out: the entries of every consumer's new columns that
-    belong to unit j, consumer by consumer in the group's order. `fanin_grad(U)` is the
+    belong to unit j, consumer by consumer in the group's order, in the consumer's old rows
+    (a consumer that also produces the group keeps zeros where its new rows meet the new
+    columns, as widen does, so the gradient stays linear in U). `fanin_grad(U)` is the
     gradient of the mean loss with respect to each unit's new fan-in entries, (k, D_in) =
     U^T M (the activation's slope and eval-mode norm scale included)."""
 
@@ -129,25 +131,33 @@ class FanOutProbe:
                        and idx[0] is not None and bool((idx[0] < 0).any())]
         self.fan_out = [(f"ops.{c}.weight", index_map[f"ops.{c}.weight"].index[1] < 0)
                         for c in group.consumers]
+        # each consumer's old rows (None: all rows are old)
+        self.old_rows: list[torch.Tensor | None] = [
+            None if (rows := index_map[name].index[0]) is None else rows.ge(0)
+            for name, _ in self.fan_out]
 
     def layout(self) -> list[tuple[str, int, list[int], int]]:
         """(consumer weight, rows, entries per unit of each site, kernel taps)."""
         out = []
-        for consumer, (name, _) in zip(self.group.consumers, self.fan_out, strict=True):
+        for consumer, (name, _), old in zip(self.group.consumers, self.fan_out, self.old_rows,
+                                            strict=True):
             w = self.params[name]
             taps = w[0, 0].numel() if w.dim() > 2 else 1
-            out.append((name, w.shape[0], [s.mult for s in self.group.columns_of(consumer)],
-                        taps))
+            rows = w.shape[0] if old is None else int(old.sum())
+            out.append((name, rows, [s.mult for s in self.group.columns_of(consumer)], taps))
         return out
 
     def dim(self) -> int:
         return sum(rows * sum(mults) * taps for _, rows, mults, taps in self.layout())
 
-    def weights(self, u: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Consumer weights with their new columns taken from u (D_out, k)."""
+    def weights(self, u: torch.Tensor,
+                base: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Consumer weights with their new columns taken from u (D_out, k); the rest of each
+        weight from `base` where given (a consumer's fan-in variable when it also produces
+        the group), else the grown network's."""
         out, start = {}, 0
-        for (name, rows, mults, taps), (_, cols) in zip(self.layout(), self.fan_out,
-                                                        strict=True):
+        for (name, rows, mults, taps), (_, cols), old in zip(self.layout(), self.fan_out,
+                                                             self.old_rows, strict=True):
             per_unit = sum(mults) * taps
             block = u[start : start + rows * per_unit].reshape(rows, per_unit, self.k)
             start += rows * per_unit
@@ -156,13 +166,25 @@ class FanOutProbe:
                 part = block[:, at : at + mult * taps].permute(0, 2, 1)  # (rows, k, mult*taps)
                 pieces.append(part.reshape(rows, self.k * mult, taps))
                 at += mult * taps
-            out[name] = _scatter_columns(self.params[name], cols, torch.cat(pieces, dim=1))
+            w = (base or {}).get(name, self.params[name])
+            out[name] = _scatter_columns(w, cols, torch.cat(pieces, dim=1), old)
+        return out
+
+    def fan_out_weights(self, u: torch.Tensor) -> dict[str, torch.Tensor]:
+        """widen's fan_out for U: {consumer: its new columns in its old rows}."""
+        weights = self.weights(u)
+        out = {}
+        for consumer, (name, cols), old in zip(self.group.consumers, self.fan_out,
+                                               self.old_rows, strict=True):
+            w = weights[name] if old is None else weights[name][old.to(weights[name].device)]
+            out[consumer] = w[:, torch.as_tensor(cols, device=w.device)]
         return out
 
     def fanin_grad(self, u: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
         """(k, D_in): gradient of the mean loss w.r.t. each new unit's fan-in entries."""
         fan_in = {n: self.params[n].clone().requires_grad_(True) for n, _ in self.fan_in}
-        params = {**self.params, **fan_in, **self.weights(u)}
+        params = {**self.params, **fan_in}
+        params.update(self.weights(u, params))
         was_training = self.net.training
         self.net.eval()
         try:
@@ -179,10 +201,18 @@ class FanOutProbe:
         return torch.cat(rows, dim=1)
 
 
-def _scatter_columns(w: torch.Tensor, cols: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-    """w with the columns `cols` (dim 1) replaced by `new`, differentiable in `new`."""
+def _scatter_columns(w: torch.Tensor, cols: torch.Tensor, new: torch.Tensor,
+                     rows: torch.Tensor | None = None) -> torch.Tensor:
+    """w with the columns `cols` (dim 1) replaced by `new` in the rows `rows` (None: all; the
+    other rows get zeros there), differentiable in `new` (and in w where w requires grad)."""
     index = cols.nonzero().squeeze(1).to(w.device)
-    return w.detach().index_copy(1, index, new.reshape(w.shape[0], len(index), *w.shape[2:]))
+    if rows is None:
+        block = new.reshape(w.shape[0], len(index), *w.shape[2:])
+    else:
+        kept = rows.nonzero().squeeze(1).to(w.device)
+        block = new.reshape(len(kept), len(index), *w.shape[2:])
+        block = block.new_zeros((w.shape[0], *block.shape[1:])).index_copy(0, kept, block)
+    return w.index_copy(1, index, block)
 
 
 def gradmax_fanout(probe: FanOutProbe, k: int, generator: torch.Generator,
