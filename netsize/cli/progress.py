@@ -38,9 +38,8 @@ class TrainingBar:
                      f"{record['params']:,} params")
 
     def event(self, record: dict[str, Any]) -> None:
-        change = (f"width layer {record['layer']} +{record['units']} units"
-                  if record["kind"] == "width" else
-                  f"depth: a {record['units']}-unit layer after layer {record['layer']}")
+        change = (f"{record['layer']} +{record['units']} units" if record["kind"] == "width"
+                  else f"a {record['units']}-channel residual branch after {record['layer']}")
         self.progress.console.print(
             f"[green]grow[/] step {record['step']}: {change} -> {record['architecture']} "
             f"({record['params_after']:,} params)", highlight=False)
