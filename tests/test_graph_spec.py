@@ -97,3 +97,27 @@ def test_graph_checkpoint_reloads_exactly(tmp_path: Path):
     spec_file.write_text(json.dumps(text))
     with pytest.raises(UserError, match="width"):
         load_checkpoint(tmp_path / "ck")
+
+
+def test_a_new_op_is_one_entry_in_the_op_table(monkeypatch: pytest.MonkeyPatch):
+    """An op added to OPS alone is read, built, run, counted and grown through like the rest."""
+    from netsize.graph import ops
+    from netsize.graph.groups import find_groups
+    from netsize.graph.surgery import widen
+
+    double = ops.Op(lambda node, ins, where: ins[0],
+                    lambda node, ins, module: 2.0 * ins[0])  # f(0) = 0: channels pass through
+    monkeypatch.setitem(ops.OPS, "double", double)
+    raw = {"input_shape": [1, 6, 6], "n_outputs": 3, "kind": "graph", "nodes": [
+        {"name": "c", "op": "conv", "inputs": ["input"], "width": 4, "kernel": 3, "padding": 1},
+        {"name": "d", "op": "double", "inputs": ["c"]},
+        {"name": "g", "op": "gap", "inputs": ["d"]},
+        {"name": "o", "op": "linear", "inputs": ["g"], "width": 3}]}
+    spec = parse_graph(raw)
+    torch.manual_seed(0)
+    net = build_graph(spec).eval()
+    x = torch.randn(2, 1, 6, 6)
+    (group,) = find_groups(spec)
+    assert group.path == ("d", "g") and group.consumers == ("o",)
+    _, grown, _ = widen(net, group, 2, {"o": torch.randn(3, 2)})
+    torch.testing.assert_close(grown.eval()(x), net(x))

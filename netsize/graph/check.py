@@ -7,12 +7,12 @@ from dataclasses import fields
 from typing import Any
 
 from netsize.config import MAX_LAYERS, MAX_PARAMS, MAX_WIDTH
-from netsize.graph.spec import ACTS, OPS, GraphSpec, Node
+from netsize.graph.ops import OPS as OPS_TABLE
+from netsize.graph.spec import GraphSpec, Node
 
 MAX_SIDE = 4096
 _INTS = {"width": (0, MAX_WIDTH), "kernel": (1, 15), "stride": (0, 16), "padding": (0, 16),
          "groups": (1, MAX_WIDTH)}
-_KINDS = {"norm": ("batch", "group"), "act": ACTS, "pool": ("max", "avg")}
 
 
 def _is_int(value: Any) -> bool:
@@ -23,8 +23,8 @@ def parse_node(raw: Any, key: str) -> Node:
     names = [f.name for f in fields(Node)]
     if not isinstance(raw, dict) or any(k not in names for k in raw):
         raise ValueError(f"{key}: an op is an object with the keys {', '.join(names)}")
-    if not isinstance(raw.get("name"), str) or raw.get("op") not in OPS:
-        raise ValueError(f"{key}: needs a name and an op from {', '.join(OPS)}")
+    if not isinstance(raw.get("name"), str) or raw.get("op") not in OPS_TABLE:
+        raise ValueError(f"{key}: needs a name and an op from {', '.join(OPS_TABLE)}")
     inputs = raw.get("inputs", [])
     if not isinstance(inputs, list | tuple) or not all(isinstance(i, str) for i in inputs):
         raise ValueError(f"{key}.inputs: must be a list of op names")
@@ -39,8 +39,8 @@ def parse_node(raw: Any, key: str) -> Node:
         if not isinstance(value, int | float) or isinstance(value, bool) \
                 or not low <= value <= high:
             raise ValueError(f"{key}.{name}: must be a number from {low} to {high}")
-    allowed = _KINDS.get(raw["op"])
-    if allowed is not None and raw.get("kind") not in allowed:
+    allowed = OPS_TABLE[raw["op"]].kinds
+    if allowed and raw.get("kind") not in allowed:
         raise ValueError(f"{key}.kind: a {raw['op']} op needs kind {' | '.join(allowed)}")
     return Node(**{**raw, "inputs": tuple(inputs)})
 

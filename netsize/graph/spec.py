@@ -20,9 +20,11 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-OPS = ("conv", "linear", "norm", "act", "pool", "gap", "flatten", "dropout", "add", "concat")
-ACTS = ("relu", "leaky_relu", "gelu", "silu", "tanh")
-PARAM_OPS = ("conv", "linear", "norm")  # ops that hold tensors
+from netsize.graph.ops import ACTIVATIONS, out_shape
+from netsize.graph.ops import OPS as OPS_TABLE
+
+OPS = tuple(OPS_TABLE)  # every op is defined once, in netsize/graph/ops.py
+ACTS = tuple(ACTIVATIONS)
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 Shape = tuple[int, ...]
 
@@ -135,12 +137,12 @@ def infer_shapes(spec: GraphSpec) -> dict[str, Shape]:
     for node in spec.nodes:
         if not NAME.match(node.name) or node.name in shapes:
             raise ValueError(f"nodes.{node.name}: names are unique letters, digits and _")
-        if node.op not in OPS:
-            raise ValueError(f"nodes.{node.name}.op: must be one of {', '.join(OPS)}")
+        if node.op not in OPS_TABLE:
+            raise ValueError(f"nodes.{node.name}.op: must be one of {', '.join(OPS_TABLE)}")
         missing = [i for i in node.inputs if i not in shapes]
         if not node.inputs or missing:
             raise ValueError(f"nodes.{node.name}.inputs: must name earlier ops or 'input'")
-        shapes[node.name] = _out_shape(node, [shapes[i] for i in node.inputs])
+        shapes[node.name] = out_shape(node, [shapes[i] for i in node.inputs])
     if shapes[spec.output] != (spec.n_outputs,):
         raise ValueError(f"nodes.{spec.output}: the last op must give {spec.n_outputs} "
                          "outputs per example")
@@ -148,59 +150,5 @@ def infer_shapes(spec: GraphSpec) -> dict[str, Shape]:
     return shapes
 
 
-def _out_shape(node: Node, ins: list[Shape]) -> Shape:
-    where = f"nodes.{node.name}"
-    x = ins[0]
-    if node.op in ("add", "concat"):
-        if len(ins) < 2:
-            raise ValueError(f"{where}.inputs: {node.op} needs two or more inputs")
-        if node.op == "add":
-            if any(s != x for s in ins):
-                raise ValueError(f"{where}: add needs inputs of one shape, got {ins}")
-            return x
-        if any(len(s) != len(x) or s[1:] != x[1:] for s in ins):
-            raise ValueError(f"{where}: concat needs equal sizes apart from channels, got {ins}")
-        return (sum(s[0] for s in ins), *x[1:])
-    if len(ins) != 1:
-        raise ValueError(f"{where}.inputs: {node.op} takes one input")
-    if node.op == "linear":
-        if len(x) != 1 or node.width < 1:
-            raise ValueError(f"{where}: linear needs features (flatten or gap first) and width")
-        return (node.width,)
-    if node.op in ("act", "dropout", "norm"):
-        if node.op == "norm" and node.kind == "group" and x[0] % node.groups:
-            raise ValueError(f"{where}.groups: must divide the {x[0]} channels")
-        return x
-    if len(x) != 3:
-        raise ValueError(f"{where}: {node.op} needs images (C, H, W), got {x}")
-    if node.op == "gap":
-        return (x[0],)
-    if node.op == "flatten":
-        return (x[0] * x[1] * x[2],)
-    if node.op == "pool":
-        stride = node.stride or node.kernel
-        size = tuple((s - node.kernel) // stride + 1 for s in x[1:])
-        return _positive(where, (x[0], *size))
-    channels = x[0] if node.depthwise else node.width
-    size = tuple((s + 2 * node.padding - node.kernel) // node.stride + 1 for s in x[1:])
-    return _positive(where, (channels, *size))
-
-
-def _positive(where: str, shape: Shape) -> Shape:
-    if min(shape) < 1:
-        raise ValueError(f"{where}: the image is too small here ({shape}); use fewer poolings "
-                         "or strides")
-    return shape
-
-
 def node_params(spec: GraphSpec, node: Node) -> int:
-    if node.op == "conv":
-        c_in = spec.in_channels(node)
-        per_filter = node.kernel**2 * (1 if node.depthwise else c_in)
-        out = c_in if node.depthwise else node.width
-        return out * (per_filter + int(node.bias))
-    if node.op == "linear":
-        return node.width * (spec.in_channels(node) + int(node.bias))
-    if node.op == "norm":
-        return 2 * spec.in_channels(node)
-    return 0
+    return OPS_TABLE[node.op].params(node, [spec.shape(i) for i in node.inputs])
