@@ -15,27 +15,15 @@ import pytest
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.trial import TrialState
+from test_search import _recipe, _result
 
 import netsize.search.storage as storage_module
 from netsize.errors import UserError
-from netsize.recipe import Recipe, load_recipe
 from netsize.search import TrialResult, make_storage, open_study, run_worker, trial_rows
 from netsize.search.study import MAX_REASON, fail_reason
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "tiny" / "search_iris.yaml"
-
-
-def _recipe(trials: int) -> Recipe:
-    recipe = load_recipe(RECIPE)
-    return recipe.model_copy(update={"search": recipe.search.model_copy(
-        update={"trials": trials})})
-
-
-def _result(*_: Any) -> TrialResult:
-    point = {"tag": "final", "step": 1, "epoch": 1, "params": 35, "flops": 56,
-             "val_metric": 0.5, "test_metric": 0.5, "path": "final"}
-    return TrialResult([point], [0.5])
 
 
 def _refused(url: str, *must: str) -> str:

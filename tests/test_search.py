@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 import netsize.search.study as study_module
 from netsize.cli import app
 from netsize.errors import UserError
-from netsize.recipe import EarlyStoppingConfig, Recipe, load_recipe
+from netsize.recipe import EarlyStoppingConfig, Recipe, derive, load_recipe
 from netsize.search import TrialResult, make_storage, open_study, run_worker
 from netsize.search.study import MedianStopper
 
@@ -262,9 +262,7 @@ class _Runaway(BaseException):
 
 
 def _recipe(trials: int) -> Recipe:
-    recipe = load_recipe(RECIPE)
-    return recipe.model_copy(update={"search": recipe.search.model_copy(
-        update={"trials": trials})})
+    return derive(load_recipe(RECIPE), {"search.trials": trials})
 
 
 def _result(*_: Any) -> TrialResult:
