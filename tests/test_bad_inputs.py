@@ -349,3 +349,20 @@ def test_divergence_at_a_growth_check(name: str):
     with pytest.raises(UserError, match="training diverged"):
         trainer.maybe_grow()
     assert trainer.summary.events == []
+
+
+# ------------------------------------------------------------------------------- full disk
+def test_a_full_disk_is_one_line_and_leaves_no_half_checkpoint(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch):
+    import errno
+
+    import netsize.io
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "weights.safetensors")
+
+    monkeypatch.setattr(netsize.io, "save_file", full)
+    out = tmp_path / "out"
+    refused(cli("grow", IRIS, "--out", out), "No space left on device")
+    leftovers = [p for p in out.rglob("*") if p.name.startswith(".") and "checkpoints" in str(p)]
+    assert leftovers == [] and not (out / "checkpoints" / "best").exists()
