@@ -53,6 +53,11 @@ class Grower:
         return cfg.trigger == "senn" and self.events < cfg.max_events \
             and step % cfg.check_every == 0 and step - self.last_event_step >= cfg.cooldown
 
+    def again(self) -> bool:
+        """grow.repeat (SENN's rule): check again at once on the grown network."""
+        return self.cfg.trigger == "senn" and self.cfg.repeat \
+            and self.events < self.cfg.max_events
+
     def decide(self, net: nn.Module, step: int, epoch: int,
                batch: tuple[torch.Tensor, torch.Tensor, str]) -> list[Any]:
         """The moves to make now (possibly none); a senn check is logged either way."""

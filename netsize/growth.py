@@ -47,3 +47,6 @@ class GrowConfig(Strict):
     # also grow channels tied by residual additions (a stage's residual
     # stream, every producer of the sum together); off: only free groups (block inner widths)
     coupled: bool = False
+    # SENN's rule: after an expansion, check again at once (same batch) until no candidate
+    # passes; off: SECNN's one expansion per check
+    repeat: bool = False

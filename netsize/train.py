@@ -206,23 +206,30 @@ class Trainer:
         if not self.grower.due(self.step):
             return
         batch = self._score_batch()
-        try:
-            moves = self.grower.decide(self.net, self.step, self.epoch, batch)
-        except (torch.linalg.LinAlgError, RuntimeError, ValueError):
-            self._raise_if_diverged()  # a NaN network breaks the scores' SVD first
-            raise
-        finally:
+        checkpointed = False
+        while True:  # once, or with grow.repeat (SENN) until no candidate passes
+            try:
+                moves = self.grower.decide(self.net, self.step, self.epoch, batch)
+            except (torch.linalg.LinAlgError, RuntimeError, ValueError):
+                self._raise_if_diverged()  # a NaN network breaks the scores' SVD first
+                raise
+            finally:
+                self.summary.growth_seconds = self.grower.seconds
+            if not moves:
+                return
+            if not checkpointed:  # the network before this step's growth is a point of its own
+                self._raise_if_diverged()  # a schedule scores nothing: never grow a NaN network
+                self.reporter.checkpoint(
+                    self._checkpoint(f"event-{len(self.summary.events) + 1:03d}"))
+                checkpointed = True
+            for move in moves:
+                grown = self.grower.apply(self.net, move, self.step, self.epoch, batch)
+                self._replace_net(grown.net, grown.index_map)
+                self.summary.events.append(grown.record)
+                self.reporter.event(grown.record)
             self.summary.growth_seconds = self.grower.seconds
-        if not moves:
-            return
-        self._raise_if_diverged()  # a schedule scores nothing first: never grow a NaN network
-        self.reporter.checkpoint(self._checkpoint(f"event-{len(self.summary.events) + 1:03d}"))
-        for move in moves:
-            grown = self.grower.apply(self.net, move, self.step, self.epoch, batch)
-            self._replace_net(grown.net, grown.index_map)
-            self.summary.events.append(grown.record)
-            self.reporter.event(grown.record)
-        self.summary.growth_seconds = self.grower.seconds
+            if not self.grower.again():
+                return
 
     def _raise_if_diverged(self) -> None:
         if not all(bool(torch.isfinite(p).all()) for p in self.net.parameters()):

@@ -104,3 +104,19 @@ def test_every_check_is_logged_with_its_reason(tmp_path: Path):
     assert (tmp_path / "run" / "checks.json").is_file()
     assert "did not grow" in result.info["growth_stopped"]
     assert "why the size stopped" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_senn_repeat_rule_grows_until_no_candidate_passes(tmp_path: Path):
+    base = ["grow.trigger=senn", "grow.tau=1.0001", "grow.check_every=4", "grow.cooldown=100",
+            "grow.candidates=[width]", "grow.max_width=1000", "train.epochs=1"]
+    once = run_grow(load_recipe(TINY / "mlp_iris.yaml", base), tmp_path / "once")
+    repeated = run_grow(load_recipe(TINY / "mlp_iris.yaml", [*base, "grow.repeat=true",
+                                                              "grow.max_events=5"]),
+                        tmp_path / "repeat")
+    first_step = once.summary.events[0]["step"]
+    assert [e["step"] for e in once.summary.events].count(first_step) == 1
+    at_first = [e for e in repeated.summary.events if e["step"] == first_step]
+    assert len(at_first) > 1  # several expansions within one check
+    checks = [c for c in repeated.summary.checks if c["step"] == first_step]
+    assert len(checks) == len(at_first) + (0 if len(at_first) == 5 else 1)
+    assert all(c["grew"] for c in checks[: len(at_first)])
