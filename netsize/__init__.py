@@ -20,7 +20,7 @@ from netsize.runs import (
     run_study,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["CompareResult", "GrowResult", "PruneResult", "Recipe", "StudyResult",
            "compare_recipe", "compare_runs", "derive", "load_checkpoint", "load_original",

@@ -127,3 +127,13 @@ def test_default_device_is_cpu_without_cuda(tmp_path: Path):
     assert result.exit_code == 0, result.output
     assert "on cpu" in result.output
     assert load_recipe(tmp_path / "r" / "recipe.yaml").seed == 3
+
+
+def test_version_and_short_help():
+    from netsize import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"netsize {__version__}"
+    for command in ("grow", "train", "prune", "compare"):
+        short = runner.invoke(app, [command, "-h"])
+        assert short.exit_code == 0 and "Example:" in short.output, command
