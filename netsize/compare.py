@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -31,7 +32,7 @@ class CompareConfig(Strict):
     targets: list[float] = Field([0.7, 0.8], max_length=100)
 
 
-def reference_point(rows: list[dict[str, Any]]) -> tuple[float, float]:
+def reference_point(rows: Sequence[Mapping[str, Any]]) -> tuple[float, float]:
     """(params, metric) that every point dominates: 2x the largest size, the lowest metric
     (0 for a metric that never goes below 0, such as accuracy)."""
     params = 2.0 * max(r["params"] for r in rows)
@@ -39,7 +40,7 @@ def reference_point(rows: list[dict[str, Any]]) -> tuple[float, float]:
     return params, metric
 
 
-def hypervolume(rows: list[dict[str, Any]], ref: tuple[float, float]) -> float:
+def hypervolume(rows: Sequence[Mapping[str, Any]], ref: tuple[float, float]) -> float:
     """Area dominated by the rows' front inside the reference box, with parameters on a log10
     axis (a 10x smaller model counts the same at every scale). Higher is better.
 
@@ -56,7 +57,7 @@ def hypervolume(rows: list[dict[str, Any]], ref: tuple[float, float]) -> float:
     return area
 
 
-def params_to_reach(rows: list[dict[str, Any]], target: float) -> int | None:
+def params_to_reach(rows: Sequence[Mapping[str, Any]], target: float) -> int | None:
     """Fewest parameters of a checkpoint whose validation metric reaches `target`."""
     sizes = [r["params"] for r in rows if r["val_metric"] >= target]
     return int(min(sizes)) if sizes else None
@@ -75,7 +76,7 @@ class MethodSummary:
     wall_seconds: float  # mean per seed
 
 
-def summarise(rows: list[dict[str, Any]], compute: dict[str, dict[str, float]],
+def summarise(rows: Sequence[Mapping[str, Any]], compute: dict[str, dict[str, float]],
               targets: list[float]) -> tuple[list[MethodSummary], tuple[float, float]]:
     """Per method: hypervolume (mean and spread over seeds, one shared reference point), best
     metric, parameters to reach each target, compute. compute[method] = {flops, seconds} per seed
@@ -97,7 +98,7 @@ def summarise(rows: list[dict[str, Any]], compute: dict[str, dict[str, float]],
     return out, ref
 
 
-def mark_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def mark_front(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Rows with `on_front` (the front over every method) and `on_method_front` set."""
     overall = {id(r) for r in pareto_front(rows)}
     marked = []
@@ -129,7 +130,7 @@ def check_requirement(text: str, summaries: list[MethodSummary]) -> tuple[bool, 
     return holds, f"{left} hypervolume {a:.4f} {op} {right} {b:.4f}"
 
 
-def check_target(rows: list[dict[str, Any]], min_metric: float | None,
+def check_target(rows: Sequence[Mapping[str, Any]], min_metric: float | None,
                  max_params: int | None) -> tuple[bool, str]:
     """Some checkpoint has metric >= min_metric with params <= max_params."""
     ok = [r for r in rows if (min_metric is None or r["val_metric"] >= min_metric)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -37,7 +38,7 @@ def task_metric(task: str) -> str:
     return "accuracy" if task == "classification" else "R^2"
 
 
-def pareto_front(rows: list[Any], metric: str = "val_metric",
+def pareto_front(rows: Sequence[Any], metric: str = "val_metric",
                  size: str = "params") -> list[Any]:
     """Rows not dominated by any other (higher metric is better, smaller size is better).
 
@@ -105,7 +106,7 @@ def write_front(folder: Path, points: list[Point], columns: list[str], title: st
     return front
 
 
-def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: list[tuple[str, str]]) -> str:
     """columns: (key, header) pairs; floats are shown with 4 decimals."""
     def cell(value: Any) -> str:
         if isinstance(value, float):
@@ -126,8 +127,11 @@ EVENT_COLUMNS = [("step", "step"), ("epoch", "epoch"), ("kind", "kind"), ("layer
                  ("ratio", "eta ratio"), ("architecture", "architecture")]
 
 
-def grow_report(name: str, summary: dict[str, Any], events: list[dict[str, Any]],
-                checkpoints: list[dict[str, Any]], front: list[dict[str, Any]]) -> str:
+Rows = Sequence[Mapping[str, Any]]
+
+
+def grow_report(name: str, summary: dict[str, Any], events: Rows, checkpoints: Rows,
+                front: Rows) -> str:
     lines = [
         f"# netsize grow: {name}",
         "",

@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from netsize.cli.common import console
@@ -25,7 +32,8 @@ class TrainingBar:
     """A `Reporter` that draws training progress and prints one line per growth event."""
 
     def __init__(self, progress: Progress):
-        self.progress, self.task_id, self.last = progress, None, ""
+        self.progress, self.last = progress, ""
+        self.task_id: TaskID | None = None
 
     def start(self, total_steps: int) -> None:
         self.task_id = self.progress.add_task("training", total=total_steps, info="")

@@ -4,7 +4,7 @@ checked for type and range before anything is built (messages name keys, never f
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Any
+from typing import Any, TypeGuard
 
 from netsize.config import MAX_LAYERS, MAX_PARAMS, MAX_WIDTH
 from netsize.graph.ops import OPS as OPS_TABLE
@@ -15,7 +15,7 @@ _INTS = {"width": (0, MAX_WIDTH), "kernel": (1, 15), "stride": (0, 16), "padding
          "groups": (1, MAX_WIDTH)}
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -34,11 +34,11 @@ def parse_node(raw: Any, key: str) -> Node:
     for name in ("bias", "depthwise"):
         if name in raw and not isinstance(raw[name], bool):
             raise ValueError(f"{key}.{name}: must be true or false")
-    for name, (low, high) in {"slope": (0.0, 1.0), "p": (0.0, 0.99)}.items():
-        value = raw.get(name, low)
+    for name, (least, most) in {"slope": (0.0, 1.0), "p": (0.0, 0.99)}.items():
+        value: Any = raw.get(name, least)
         if not isinstance(value, int | float) or isinstance(value, bool) \
-                or not low <= value <= high:
-            raise ValueError(f"{key}.{name}: must be a number from {low} to {high}")
+                or not least <= value <= most:
+            raise ValueError(f"{key}.{name}: must be a number from {least} to {most}")
     allowed = OPS_TABLE[raw["op"]].kinds
     if allowed and raw.get("kind") not in allowed:
         raise ValueError(f"{key}.kind: a {raw['op']} op needs kind {' | '.join(allowed)}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -122,7 +122,7 @@ def existing_fanout_norm(net: nn.Module, group: Group) -> float:
     """Mean over the group's units of the norm of each unit's fan-out (all consumers)."""
     total = torch.zeros(group.units, dtype=torch.float64)
     for consumer in group.consumers:
-        w = net.get_submodule(f"ops.{consumer}").weight.detach().double().cpu()
+        w = _weight(net, consumer).detach().double().cpu()
         taps = w[0, 0].numel() if w.dim() > 2 else 1
         for site in group.columns_of(consumer):
             cols = w[:, site.offset : site.offset + group.units * site.mult]
@@ -131,12 +131,16 @@ def existing_fanout_norm(net: nn.Module, group: Group) -> float:
     return float(total.sqrt().mean())
 
 
+def _weight(net: nn.Module, op: str) -> torch.Tensor:
+    return cast(torch.Tensor, net.get_submodule(f"ops.{op}").weight)
+
+
 def _random_fan_in(net: GraphNet, group: Group, k: int,
                    gen: torch.Generator) -> dict[str, torch.Tensor]:
     """PyTorch's default scale, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), for every producer."""
     out = {}
     for name in group.producers:
-        w = net.get_submodule(f"ops.{name}").weight
+        w = _weight(net, name)
         rows = k * len(group.sites_of(name))
         bound = 1.0 / math.sqrt(w[0].numel())
         draw = torch.rand((rows, *w.shape[1:]), generator=gen, dtype=torch.float64)

@@ -128,8 +128,8 @@ class FanOutProbe:
         # every parameter with new leading entries is fan-in side: producers, norms, depthwise
         self.fan_in = [(n, idx[0] < 0) for n, src in index_map.items()
                        if n in self.params and src.name is not None and (idx := src.index)
-                       and idx[0] is not None and bool((idx[0] < 0).any())]
-        self.fan_out = [(f"ops.{c}.weight", index_map[f"ops.{c}.weight"].index[1] < 0)
+                       and idx[0] is not None and bool((idx[0] < 0).any())]  # type: ignore
+        self.fan_out = [(f"ops.{c}.weight", index_map[f"ops.{c}.weight"].index[1] < 0)  # type: ignore[operator]
                         for c in group.consumers]
         # each consumer's old rows (None: all rows are old)
         self.old_rows: list[torch.Tensor | None] = [
@@ -167,7 +167,7 @@ class FanOutProbe:
                 pieces.append(part.reshape(rows, self.k * mult, taps))
                 at += mult * taps
             w = (base or {}).get(name, self.params[name])
-            out[name] = _scatter_columns(w, cols, torch.cat(pieces, dim=1), old)
+            out[name] = _scatter_columns(w, cols, torch.cat(pieces, dim=1), old)  # type: ignore
         return out
 
     def fan_out_weights(self, u: torch.Tensor) -> dict[str, torch.Tensor]:

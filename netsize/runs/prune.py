@@ -104,7 +104,7 @@ def load_original(target: str | Path, recipe_path: str | Path | None = None,
     splits = load_data(recipe.data, recipe.seed)
     if target.is_dir():
         net = load_checkpoint(target)[0]
-        _check_fits(net.spec, splits, recipe_path)
+        _check_fits(getattr(net, "spec"), splits, recipe_path)  # noqa: B009
         return Original(net, recipe, name, epochs, False), splits
     from netsize import foreign
 
