@@ -158,3 +158,19 @@ def test_power_iteration_finds_the_top_subspace(monkeypatch: pytest.MonkeyPatch)
     approx = scores.gradmax_fanout(probe, 2, gen, rounds=30)
     # the same subspace: projections onto each other keep (almost) all of the norm
     assert (exact.T @ approx).norm() ** 2 == pytest.approx(2.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_hook_gradients_equal_torch_func(family: str):
+    """The one-pass per-example gradients (module inputs x output gradients) equal torch.func's
+    for every Linear, Conv2d and eval-mode BatchNorm tensor."""
+    from netsize.graph.per_example import from_hooks
+
+    spec = FAMILIES[family]()
+    net, (x, y) = make(spec), _data(spec)
+    names = [n for n, _ in net.named_parameters()]
+    fast = from_hooks(net, names, x, y, "classification")
+    assert fast is not None  # these families hold only supported modules
+    slow = scores.per_example_grads_func(net, names, x, y, "classification", chunk=3)
+    for name in names:
+        torch.testing.assert_close(fast[name], slow[name])

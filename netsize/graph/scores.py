@@ -17,6 +17,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from netsize.graph.groups import Group
+from netsize.graph.per_example import from_hooks
 from netsize.losses import per_example_loss
 from netsize.surgery import IndexMap
 
@@ -29,7 +30,16 @@ def natural_score(per_example: torch.Tensor, damping: float) -> float:
 
 def per_example_grads(net: nn.Module, names: list[str], x: torch.Tensor, y: torch.Tensor,
                       task: str, chunk: int = 64) -> dict[str, torch.Tensor]:
-    """{name: (N, *shape)} gradients of each example's loss for the parameters `names`."""
+    """{name: (N, *shape)} gradients of each example's loss for the parameters `names`: from
+    one forward and backward pass where every owner is a Linear, Conv2d or BatchNorm
+    (per_example.from_hooks), else from torch.func."""
+    fast = from_hooks(net, names, x, y, task)
+    return fast if fast is not None else per_example_grads_func(net, names, x, y, task, chunk)
+
+
+def per_example_grads_func(net: nn.Module, names: list[str], x: torch.Tensor, y: torch.Tensor,
+                           task: str, chunk: int = 64) -> dict[str, torch.Tensor]:
+    """torch.func's per-example gradients (functional_call + vmap(grad)), in chunks."""
     was_training = net.training
     net.eval()
     params = {n: p.detach() for n, p in net.named_parameters()}
