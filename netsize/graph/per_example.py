@@ -10,6 +10,7 @@ tensor modules (group norm, depthwise convs, dilated convs) fall back to torch.f
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +36,8 @@ def _linear(module: nn.Linear, x: Tensor, g: Tensor) -> dict[str, Tensor]:
 
 
 def _conv(module: nn.Conv2d, x: Tensor, g: Tensor) -> dict[str, Tensor]:
-    cols = F.unfold(x, module.kernel_size, padding=module.padding,
+    padding = cast(tuple[int, ...], module.padding)  # supported() refused string paddings
+    cols = F.unfold(x, module.kernel_size, padding=padding,
                     stride=module.stride)  # (N, C_in*kh*kw, L)
     per = torch.einsum("nol,nkl->nok", g.flatten(2), cols)  # (N, C_out, C_in*kh*kw)
     out = {"weight": per.reshape(len(x), *module.weight.shape)}
