@@ -142,6 +142,14 @@ def check_weights(path: Path, expected: Mapping[str, torch.Tensor | list[int]], 
         raise UserError(f"{path}: the weights do not fit {what} ({'; '.join(problems)}); {fix}.")
 
 
+def _is_foreign(folder: Path) -> bool:
+    spec_path = folder / SPEC_FILE
+    if not spec_path.is_file():
+        return False
+    raw = read_json_file(spec_path, _FIX)
+    return isinstance(raw, dict) and "foreign" in raw and "spec" not in raw
+
+
 def load_checkpoint(folder: str | Path,
                     device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the network from spec.json and fill it from weights.safetensors (no code runs).
@@ -149,6 +157,10 @@ def load_checkpoint(folder: str | Path,
     Nothing real is allocated before the weights file's header is checked against the spec:
     the network is first built on the meta device (shapes only)."""
     folder = Path(folder)
+    if _is_foreign(folder):  # a pruned (or grown) timm / torchvision model
+        from netsize import foreign
+
+        return foreign.load_pruned(folder)
     meta, spec = _read_meta_and_spec(folder)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from netsize.cli.compare import compare
+from netsize.cli.export import export
 from netsize.cli.grow import grow
 from netsize.cli.prune import prune
 from netsize.cli.train import train
@@ -40,6 +41,7 @@ app.command(no_args_is_help=True)(grow)
 app.command(no_args_is_help=True)(train)
 app.command(no_args_is_help=True)(prune)
 app.command(no_args_is_help=True)(compare)
+app.command(no_args_is_help=True)(export)
 
 
 def main() -> None:

@@ -219,7 +219,7 @@ def run_prune(original: Original, splits: Splits, run_dir: str | Path, *,
 def prune_rows(original: Original, splits: Splits, device: torch.device, run_dir: Path,
                advance: Callable[[], None]) -> list[Point]:
     facts = {"task": splits.task, "n_outputs": splits.n_outputs,
-             "in_chans": splits.input_shape[0]}
+             "in_chans": splits.input_shape[0], "input_shape": list(splits.input_shape)}
     rows: list[Any] = [{"variant": "original", "epsilon": "", "path": "",
                         **measure(original.net, splits, device)}]
     for eps in original.recipe.prune.epsilon:

@@ -1,0 +1,86 @@
+"""ONNX export: every architecture family and a pruned timm model give ONNX files whose
+onnxruntime outputs equal torch's at batch 1 and 7; the one loader reads every checkpoint kind;
+bad export options exit 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from netsize import load_checkpoint
+from netsize.cli import app
+from netsize.graph import presets
+from netsize.graph.build import build_graph
+from netsize.io import save_checkpoint
+from netsize.runs.export import export_onnx
+
+ort = pytest.importorskip("onnxruntime")
+SMALL = (3, 16, 16)
+FAMILIES = {
+    "mlp": presets.mlp((20,), 4, [8, 6], norm="batch"),
+    "stage_cnn": presets.cnn(SMALL, 4, [[4], [6]]),
+    "flatten_cnn": presets.cnn(SMALL, 4, [[4], [4]], head="flatten", hidden=[8]),
+    "secnn": presets.secnn(SMALL, 4, width=4),
+    "wrn": presets.wrn(SMALL, 4, depth=10, width_multiplier=0.25),
+    "resnet_bottleneck": presets.resnet(SMALL, 4, [1, 1], [4, 8], bottleneck=True),
+    "vgg": presets.vgg(SMALL, 4, 11, width_multiplier=0.0625),
+}
+
+
+def _onnx_equals_torch(path: Path, net: torch.nn.Module, shape: tuple[int, ...]) -> None:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 7):
+        x = torch.randn(batch, *shape)
+        with torch.no_grad():
+            want = net.eval()(x).numpy()
+        got = session.run(None, {"input": x.numpy()})[0]
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_family_exports_and_matches_torch(family: str, tmp_path: Path):
+    spec = FAMILIES[family]
+    torch.manual_seed(0)
+    net = build_graph(spec)
+    net.train()(torch.randn(8, *spec.input_shape))  # running statistics away from 0 / 1
+    save_checkpoint(tmp_path / "ck", spec, net.state_dict(), {"tag": "best"})
+    result = export_onnx(tmp_path / "ck", tmp_path / "model.onnx")
+    record = json.loads((tmp_path / "model.json").read_text())
+    assert record["opset"] == 18 and record["checked_batches"] == [1, 7]
+    assert result.max_abs_diff <= 1e-4 and result.input_shape == spec.input_shape
+    _onnx_equals_torch(result.path, net, spec.input_shape)
+
+
+def test_pruned_timm_checkpoint_loads_and_exports(tmp_path: Path):
+    from netsize import foreign
+    from netsize.architecture import ForeignModelConfig
+
+    cfg = ForeignModelConfig(kind="timm", name="resnet18", num_classes=4)
+    torch.manual_seed(0)
+    model = foreign.create_model(cfg, SMALL, 4)
+    x, y = torch.randn(8, *SMALL), torch.randint(0, 4, (8,))
+    pruned, structure = foreign.prune_channels(model, x[:2], "magnitude", 0.5,
+                                               (x, y, "classification"))
+    foreign.save_pruned(tmp_path / "ck", cfg, 4, 3, structure, pruned,
+                        {"input_shape": list(SMALL)})
+    loaded, meta = load_checkpoint(tmp_path / "ck")  # the one documented loader
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(x), pruned.eval()(x))
+    result = export_onnx(tmp_path / "ck", tmp_path / "timm.onnx")
+    _onnx_equals_torch(result.path, loaded, SMALL)
+
+
+@pytest.mark.parametrize("args", [["--format", "tflite"], ["--opset", "99"],
+                                  ["--input-shape", "a,b"]])
+def test_bad_export_options_exit_2(args: list[str], tmp_path: Path):
+    spec = FAMILIES["mlp"]
+    save_checkpoint(tmp_path / "ck", spec, build_graph(spec).state_dict(), {})
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "ck"), *args])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    missing = CliRunner().invoke(app, ["export", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "spec.json" in missing.output
