@@ -84,3 +84,18 @@ def test_bad_export_options_exit_2(args: list[str], tmp_path: Path):
     assert result.exit_code == 2 and "Traceback" not in result.output
     missing = CliRunner().invoke(app, ["export", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "spec.json" in missing.output
+
+
+def test_export_every_checkpoint_of_a_front(tmp_path: Path):
+    from netsize import load_recipe, run_grow
+
+    root = Path(__file__).resolve().parent.parent
+    recipe = load_recipe(root / "recipes" / "tiny" / "mlp_iris.yaml", ["train.epochs=1"])
+    result = run_grow(recipe, tmp_path / "run")
+    out = CliRunner().invoke(app, ["export", "--front", str(tmp_path / "run")])
+    assert out.exit_code == 0, out.output
+    for point in result.front:
+        assert (tmp_path / "run" / point["path"] / "model.onnx").is_file()
+    both = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--front",
+                                    str(tmp_path / "run")])
+    assert both.exit_code == 2

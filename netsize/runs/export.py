@@ -4,6 +4,7 @@ onnxruntime. A JSON file beside it records the opset, the input shape and the ch
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,3 +84,17 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: in
                                            "checked_batches": list(CHECK_BATCHES),
                                            "max_abs_diff": worst})
     return Exported(path, opset, shape, worst)
+
+
+def export_front(run_dir: str | Path, opset: int = 18) -> list[Exported]:
+    """Every checkpoint on a run's front (front.json of grow, train or prune) as ONNX."""
+    front = Path(run_dir) / "front.json"
+    if not front.is_file():
+        raise UserError(f"{front.absolute()}: no front here; pass a run folder written by "
+                        "netsize grow, train or prune.")
+    try:
+        points = json.loads(front.read_text())["points"]
+        paths = [Path(run_dir) / p["path"] for p in points if p.get("path")]
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{front.absolute()}: not a netsize front; re-create the run.") from None
+    return [export_onnx(path, opset=opset) for path in paths]
