@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
@@ -84,6 +85,12 @@ def plot_fronts(path: Path, groups: dict[str, list[Point]], title: str, metric_n
     fig.savefig(tmp)
     plt.close(fig)
     tmp.replace(path)
+
+
+def read_front(folder: Path) -> list[dict[str, Any]]:
+    """The points of the front that write_front wrote into `folder` (ValueError, KeyError or
+    OSError when there is none)."""
+    return list(json.loads((folder / "front.json").read_text())["points"])
 
 
 def write_front(folder: Path, points: list[Point], columns: list[str], title: str,

@@ -250,7 +250,9 @@ def test_fronts_are_written_by_one_function():
     places = {(name, function) for name in MODULES
               for text, function in string_constants(parse(name))
               if "front.json" in text or "front.csv" in text}
-    assert places == {("netsize.report", "write_front")}, sorted(map(str, places))
+    # one writer, and its reader beside it
+    assert places == {("netsize.report", "write_front"), ("netsize.report", "read_front")}, \
+        sorted(map(str, places))
 
 
 def test_front_objectives_are_defined_once():

@@ -4,7 +4,6 @@ onnxruntime. A JSON file beside it records the opset, the input shape and the ch
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 from netsize.errors import UserError
 from netsize.files import write_json
 from netsize.io import load_checkpoint
+from netsize.report import read_front
 
 CHECK_BATCHES = (1, 7)
 
@@ -88,13 +88,10 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: in
 
 def export_front(run_dir: str | Path, opset: int = 18) -> list[Exported]:
     """Every checkpoint on a run's front (front.json of grow, train or prune) as ONNX."""
-    front = Path(run_dir) / "front.json"
-    if not front.is_file():
-        raise UserError(f"{front.absolute()}: no front here; pass a run folder written by "
-                        "netsize grow, train or prune.")
+    folder = Path(run_dir)
     try:
-        points = json.loads(front.read_text())["points"]
-        paths = [Path(run_dir) / p["path"] for p in points if p.get("path")]
-    except (ValueError, KeyError, TypeError):
-        raise UserError(f"{front.absolute()}: not a netsize front; re-create the run.") from None
+        paths = [folder / p["path"] for p in read_front(folder) if p.get("path")]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{folder.absolute()}: no readable front here; pass a run folder "
+                        "written by netsize grow, train or prune.") from None
     return [export_onnx(path, opset=opset) for path in paths]
