@@ -107,7 +107,7 @@ def test_every_check_is_logged_with_its_reason(tmp_path: Path):
 
 
 def test_senn_repeat_rule_grows_until_no_candidate_passes(tmp_path: Path):
-    base = ["grow.trigger=senn", "grow.tau=1.0001", "grow.check_every=4", "grow.cooldown=100",
+    base = ["grow.trigger=senn", "grow.tau=1.0", "grow.check_every=4", "grow.cooldown=100",
             "grow.candidates=[width]", "grow.max_width=1000", "train.epochs=1"]
     once = run_grow(load_recipe(TINY / "mlp_iris.yaml", base), tmp_path / "once")
     repeated = run_grow(load_recipe(TINY / "mlp_iris.yaml", [*base, "grow.repeat=true",
