@@ -24,13 +24,14 @@ SPEC_FILE = "spec.json"
 WEIGHTS_FILE = "weights.safetensors"
 
 
-def write_checkpoint_folder(folder: Path, tensors: dict[str, torch.Tensor], spec_text: str) -> None:
+def write_checkpoint_folder(folder: Path, tensors: dict[str, torch.Tensor], spec_text: str,
+                            weights_name: str = WEIGHTS_FILE, spec_name: str = SPEC_FILE) -> None:
     """folder/weights.safetensors + folder/spec.json, all or nothing (temp folder + rename)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
-        save_file(tensors, str(tmp / WEIGHTS_FILE))
-        (tmp / SPEC_FILE).write_text(spec_text)
+        save_file(tensors, str(tmp / weights_name))
+        (tmp / spec_name).write_text(spec_text)
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)

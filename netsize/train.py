@@ -141,14 +141,18 @@ class Trainer:
     def __init__(self, recipe: Recipe, splits: Splits, device: torch.device,
                  reporter: Reporter | None = None, net: nn.Module | None = None,
                  grow: bool = True, stopper: Callable[[dict[str, Any]], bool] | None = None,
-                 flops_budget: float | None = None):
+                 flops_budget: float | None = None,
+                 saver: Callable[[Trainer], None] | None = None):
         """Train `net` (default: a fresh one from recipe.model, seeded by recipe.seed).
 
         grow=False trains at a fixed size whatever recipe.grow says (fine-tuning, controls).
         stopper(epoch record) -> True ends training early (the search's early stopping).
         flops_budget: stop once the training FLOPs reach it (compare's equal budgets).
+        saver(trainer) is called at every epoch end (resumable runs save their state there);
+        netsize.resume.restore puts a new Trainer back where a saved one stood, and fit()
+        continues from that epoch.
         """
-        self.stopper, self.flops_budget = stopper, flops_budget
+        self.stopper, self.flops_budget, self.saver = stopper, flops_budget, saver
         self.recipe, self.splits, self.device = recipe, splits.to(device), device
         self.reporter = reporter or SilentReporter()
         self.grow = grow and recipe.grow.trigger != "none"
@@ -288,11 +292,15 @@ class Trainer:
         return loss.detach()
 
     def fit(self) -> RunSummary:
-        started = time.perf_counter()
+        """Train from the epoch after self.epoch (0 for a new run, later for a resumed one)."""
+        started = time.perf_counter() - self.summary.wall_seconds  # a resumed run's time counts
         self.net.train()
         self.reporter.start(self.total_steps)
+        if self.step:
+            self.reporter.step(self.step, self.epoch)
         n, bs = len(self.splits.x_train), self.recipe.train.batch_size
-        for epoch in range(1, self.recipe.train.epochs + 1):
+        last = self.epoch if self.summary.early_stopped else self.recipe.train.epochs
+        for epoch in range(self.epoch + 1, last + 1):
             self.epoch = epoch
             perm = torch.randperm(n, generator=self.gen).to(self.device)
             loss_sum = torch.zeros((), device=self.device)
@@ -310,11 +318,15 @@ class Trainer:
             if not math.isfinite(loss):
                 raise UserError(f"training diverged: the loss is {loss} in epoch {epoch}; "
                                 "lower train.lr or add train.weight_decay.")
-            if self.stopper is not None and self.stopper(self.summary.history[-1]):
+            record = self.summary.history[-1]
+            if (self.stopper is not None and self.stopper(record)) or (
+                    self.flops_budget is not None
+                    and self.summary.train_flops >= self.flops_budget):
                 self.summary.early_stopped = True
-                break
-            if self.flops_budget is not None and self.summary.train_flops >= self.flops_budget:
-                self.summary.early_stopped = True
+            if self.saver is not None:
+                self.summary.wall_seconds = time.perf_counter() - started
+                self.saver(self)
+            if self.summary.early_stopped:
                 break
         self._finish(started)
         return self.summary

@@ -26,12 +26,17 @@ from netsize.cli.common import (
 from netsize.cli.guard import start_run_dir, user_errors_exit_2
 from netsize.cli.progress import TrainingBar, bar, front_table
 from netsize.cli.study import study_command
+from netsize.errors import UserError
 from netsize.recipe import Recipe, load_recipe
 from netsize.runs.grow import run_grow
 from netsize.runs.study import grow_trials
 
 OutOption = Annotated[Path | None, typer.Option(
-    help="Run folder (default: results/<command>/<recipe>/<timestamp>-s<seed>).")]
+    help="Run folder (default: a new folder in results/ named after the command, the "
+         "recipe, the time and the seed).")]
+ResumeOption = Annotated[Path | None, typer.Option(
+    help="Continue the run in this folder from its last finished epoch (give the recipe "
+         "and --set options it was started with).")]
 
 
 @user_errors_exit_2
@@ -46,6 +51,7 @@ def grow(
     trials: TrialsOption = None,
     storage: StorageOption = None,
     study: StudyOption = None,
+    resume: ResumeOption = None,
 ) -> None:
     """Train a small network and grow it when more capacity pays.
 
@@ -55,25 +61,37 @@ def grow(
 
     Example:  netsize grow recipes/digits.yaml --set grow.tau=1.5 --seed 1
     Example:  netsize grow recipes/digits.yaml --trials 8
+    Example:  netsize grow recipes/digits.yaml --resume results/grow/digits/RUN
     """
     parsed = load_recipe(recipe, recipe_overrides(set_, seed))
     torch_device = resolve_device(device)
     set_threads(threads)
     if trials is not None:
+        if resume is not None:
+            raise UserError("--resume continues one run; a study (--trials) resumes by running "
+                            "the same command again, so drop --resume.")
         study_command("grow", recipe.stem, parsed, str(recipe), trials, storage, study, out,
                       grow_trials(recipe.stem, torch_device))
         return
-    train_and_report("grow", recipe, parsed, out, torch_device, overwrite)
+    train_and_report("grow", recipe, parsed, out, torch_device, overwrite, resume)
 
 
 def train_and_report(command: str, recipe_path: Path, parsed: Recipe, out: Path | None,
-                     device: torch.device, overwrite: bool) -> None:
-    """grow and train: one run with a progress bar, then the front as a table."""
-    run_dir = out or new_run_dir(Path("results") / command / recipe_path.stem, parsed.seed)
-    console.print(f"netsize {command} [bold]{recipe_path}[/] on {device} -> {run_dir}")
-    with start_run_dir(run_dir, overwrite), bar() as progress:
+                     device: torch.device, overwrite: bool, resume: Path | None) -> None:
+    """grow and train: one run with a progress bar, then the front as a table.
+
+    Every run saves what resuming needs at each epoch end; --resume continues one."""
+    if resume is not None and (out is not None or overwrite):
+        raise UserError("--resume continues the run in its own folder; drop --out and "
+                        "--overwrite.")
+    run_dir = resume or out or new_run_dir(Path("results") / command / recipe_path.stem,
+                                           parsed.seed)
+    verb = "resuming" if resume else f"netsize {command}"
+    console.print(f"{verb} [bold]{recipe_path}[/] on {device} -> {run_dir}")
+    with start_run_dir(run_dir, overwrite, resume is not None), bar() as progress:
         result = run_grow(parsed, run_dir, name=recipe_path.stem, device=device,
-                          observer=TrainingBar(progress))
+                          observer=TrainingBar(progress), resumable=True,
+                          resume=resume is not None)
     table = front_table(result.front, f"{len(result.summary.events)} growth events; outputs "
                         f"in {run_dir}", f"Pareto front over {len(result.summary.checkpoints)} "
                         "checkpoints")

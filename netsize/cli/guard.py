@@ -94,11 +94,17 @@ def _write_error_log() -> Path:
     return Path("(no writable folder for the log)")
 
 
-def start_run_dir(path: Path, overwrite: bool = False) -> RunLock:
-    """Refuse an unsafe --out, lock the folder for this process, remember it for error logs."""
+def start_run_dir(path: Path, overwrite: bool = False, resume: bool = False) -> RunLock:
+    """Refuse an unsafe --out, lock the folder for this process, remember it for error logs.
+
+    resume: the folder must hold a run; its files are kept and a dead process's lock is taken.
+    """
     path = path.absolute()
+    if resume and not (path / "recipe.yaml").is_file():
+        raise UserError(f"--resume {path}: not a netsize run folder (no recipe.yaml); give the "
+                        "folder a grow or train run wrote.")
     made = [p for p in (path, *path.parents) if not p.exists()]  # the run folder, new parents
-    lock = prepare_run_dir(path, overwrite=overwrite)
+    lock = prepare_run_dir(path, overwrite=overwrite, resume=resume)
     remember_run_dir(path)
     _created[:] = made
     return lock

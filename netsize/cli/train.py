@@ -17,7 +17,7 @@ from netsize.cli.common import (
     resolve_device,
     set_threads,
 )
-from netsize.cli.grow import OutOption, train_and_report
+from netsize.cli.grow import OutOption, ResumeOption, train_and_report
 from netsize.cli.guard import user_errors_exit_2
 from netsize.recipe import load_recipe
 
@@ -31,14 +31,16 @@ def train(
     device: DeviceOption = "auto",
     seed: SeedOption = None,
     threads: ThreadsOption = None,
+    resume: ResumeOption = None,
 ) -> None:
     """Train the recipe's network at a fixed size: the recipe's grow section is ignored.
 
     Writes the same outputs as grow; checkpoints/best is what netsize prune takes.
 
     Example:  netsize train recipes/digits_mlp.yaml --out results/train/digits_mlp/run1
+    Example:  netsize train recipes/digits_mlp.yaml --resume results/train/digits_mlp/run1
     """
     parsed = load_recipe(recipe, [*recipe_overrides(set_, seed), "grow.trigger=none"])
     torch_device = resolve_device(device)
     set_threads(threads)
-    train_and_report("train", recipe, parsed, out, torch_device, overwrite)
+    train_and_report("train", recipe, parsed, out, torch_device, overwrite, resume)

@@ -9,6 +9,7 @@ optional observer.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,9 @@ from typing import Any
 import torch
 import yaml
 
+from netsize import resume as resume_state
 from netsize.data import Splits, load_data
+from netsize.errors import UserError
 from netsize.files import atomic_write_text, write_csv, write_json
 from netsize.io import save_checkpoint
 from netsize.preflight import check_data
@@ -74,24 +77,58 @@ class CheckpointWriter:
 def run_grow(recipe: Recipe, run_dir: str | Path, *, name: str = "run",
              device: str | torch.device = "cpu", observer: Reporter | None = None,
              stopper: Callable[[dict[str, Any]], bool] | None = None,
-             flops_budget: float | None = None) -> GrowResult:
+             flops_budget: float | None = None, resumable: bool = False,
+             resume: bool = False) -> GrowResult:
     """Train with growth (as recipe.grow says) and write every output into run_dir.
 
     stopper(epoch record) -> True ends training early; flops_budget caps training FLOPs.
+    resumable: save what resuming needs at every epoch end (run_dir/resume/, removed when the
+    run finishes). resume: continue the run in run_dir from its last epoch end, with the
+    recipe it was started with; the outputs equal those of an uninterrupted run.
     """
     run_dir = Path(run_dir)
+    saved = _saved_state(run_dir, recipe) if resume else None
     check_data(recipe.data)
     splits = load_data(recipe.data, recipe.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "recipe.yaml",
-                      yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
+    if saved is None:
+        atomic_write_text(run_dir / "recipe.yaml",
+                          yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
     writer = CheckpointWriter(run_dir, recipe, splits, observer or SilentReporter())
+    run = {"recipe": recipe_to_dict(recipe), "name": name}
+    saver = (lambda t: resume_state.save(run_dir, t, run)) if resumable or resume else None
     trainer = Trainer(recipe, splits, torch.device(device), writer, stopper=stopper,
-                      flops_budget=flops_budget)
+                      flops_budget=flops_budget, saver=saver)
+    if saved is not None:
+        resume_state.restore(trainer, *saved, run_dir)
+        writer.events = list(trainer.summary.events)
+        _drop_checkpoints_after(run_dir, trainer.summary.checkpoints)
     summary = trainer.fit()
     info = _summary_info(name, recipe, splits.task, summary, trainer)
     front = write_grow_outputs(run_dir, name, summary, info)
+    resume_state.discard(run_dir)
     return GrowResult(run_dir, summary, front, info)
+
+
+def _saved_state(run_dir: Path, recipe: Recipe) -> tuple[dict[str, torch.Tensor], dict]:
+    """The run's last epoch-end state, refused when the run finished or had another recipe."""
+    if (run_dir / "summary.json").is_file():
+        raise UserError(f"{run_dir}: this run has finished; there is nothing to resume.")
+    tensors, state = resume_state.load(run_dir)
+    differs = resume_state.first_difference(state.get("recipe"), recipe_to_dict(recipe))
+    if differs:
+        raise UserError(f"{run_dir}: was started with another recipe ({differs} differs); "
+                        f"resume with the recipe it recorded: {run_dir / 'recipe.yaml'}.")
+    return tensors, state
+
+
+def _drop_checkpoints_after(run_dir: Path, kept: list[dict[str, Any]]) -> None:
+    """Checkpoints written after the saved epoch end are made again by the resumed run."""
+    tags = {p["tag"] for p in kept}
+    folder = run_dir / "checkpoints"
+    for entry in folder.iterdir() if folder.is_dir() else []:
+        if entry.is_dir() and entry.name not in tags and not entry.name.startswith("."):
+            shutil.rmtree(entry)
 
 
 def _summary_info(name: str, recipe: Recipe, task: str, summary: RunSummary,
