@@ -21,6 +21,7 @@ from torch import Tensor
 
 from netsize.errors import UserError
 from netsize.files import json_default
+from netsize.graph.spec import GraphSpec
 from netsize.io import read_json_file, write_checkpoint_folder
 from netsize.networks import build_network, spec_from_json
 
@@ -136,7 +137,10 @@ def restore(trainer: Trainer, tensors: dict[str, Tensor], state: dict[str, Any],
     from netsize.train import make_optimizer, make_scheduler
 
     try:
-        net = build_network(spec_from_json(state["spec"]))
+        spec = spec_from_json(state["spec"])
+        if not isinstance(spec, GraphSpec):
+            raise ValueError("not a graph network")
+        net = build_network(spec)
         net.load_state_dict(_prefixed(tensors, "net/"))
         opt = make_optimizer(net, trainer.recipe.train)
         opt.load_state_dict({"state": _optimizer_moments(tensors, state["moments"]),

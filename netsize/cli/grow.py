@@ -30,10 +30,13 @@ from netsize.errors import UserError
 from netsize.recipe import Recipe, load_recipe
 from netsize.runs.grow import run_grow
 from netsize.runs.study import grow_trials
+from netsize.tensorboard import Fanout, TensorBoardLog, check_available
 
 OutOption = Annotated[Path | None, typer.Option(
     help="Run folder (default: a new folder in results/ named after the command, the "
          "recipe, the time and the seed).")]
+TensorBoardOption = Annotated[bool, typer.Option(
+    "--tensorboard", help="Also write TensorBoard scalars to RUN_DIR/tensorboard.")]
 ResumeOption = Annotated[Path | None, typer.Option(
     help="Continue the run in this folder from its last finished epoch (give the recipe "
          "and --set options it was started with).")]
@@ -52,6 +55,7 @@ def grow(
     storage: StorageOption = None,
     study: StudyOption = None,
     resume: ResumeOption = None,
+    tensorboard: TensorBoardOption = False,
 ) -> None:
     """Train a small network and grow it when more capacity pays.
 
@@ -73,11 +77,12 @@ def grow(
         study_command("grow", recipe.stem, parsed, str(recipe), trials, storage, study, out,
                       grow_trials(recipe.stem, torch_device))
         return
-    train_and_report("grow", recipe, parsed, out, torch_device, overwrite, resume)
+    train_and_report("grow", recipe, parsed, out, torch_device, overwrite, resume, tensorboard)
 
 
 def train_and_report(command: str, recipe_path: Path, parsed: Recipe, out: Path | None,
-                     device: torch.device, overwrite: bool, resume: Path | None) -> None:
+                     device: torch.device, overwrite: bool, resume: Path | None,
+                     tensorboard: bool) -> None:
     """grow and train: one run with a progress bar, then the front as a table.
 
     Every run saves what resuming needs at each epoch end; --resume continues one."""
@@ -86,11 +91,15 @@ def train_and_report(command: str, recipe_path: Path, parsed: Recipe, out: Path 
                         "--overwrite.")
     run_dir = resume or out or new_run_dir(Path("results") / command / recipe_path.stem,
                                            parsed.seed)
+    if tensorboard:
+        check_available()
     verb = "resuming" if resume else f"netsize {command}"
     console.print(f"{verb} [bold]{recipe_path}[/] on {device} -> {run_dir}")
     with start_run_dir(run_dir, overwrite, resume is not None), bar() as progress:
+        observer = TrainingBar(progress)
         result = run_grow(parsed, run_dir, name=recipe_path.stem, device=device,
-                          observer=TrainingBar(progress), resumable=True,
+                          observer=Fanout(observer, TensorBoardLog(run_dir / "tensorboard"))
+                          if tensorboard else observer, resumable=True,
                           resume=resume is not None)
     table = front_table(result.front, f"{len(result.summary.events)} growth events; outputs "
                         f"in {run_dir}", f"Pareto front over {len(result.summary.checkpoints)} "

@@ -96,9 +96,7 @@ def _write_error_log() -> Path:
 
 def start_run_dir(path: Path, overwrite: bool = False, resume: bool = False) -> RunLock:
     """Refuse an unsafe --out, lock the folder for this process, remember it for error logs.
-
-    resume: the folder must hold a run; its files are kept and a dead process's lock is taken.
-    """
+    resume: the folder must hold a run; its files are kept and a dead process's lock is taken."""
     path = path.absolute()
     if resume and not (path / "recipe.yaml").is_file():
         raise UserError(f"--resume {path}: not a netsize run folder (no recipe.yaml); give the "

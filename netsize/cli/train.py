@@ -17,7 +17,7 @@ from netsize.cli.common import (
     resolve_device,
     set_threads,
 )
-from netsize.cli.grow import OutOption, ResumeOption, train_and_report
+from netsize.cli.grow import OutOption, ResumeOption, TensorBoardOption, train_and_report
 from netsize.cli.guard import user_errors_exit_2
 from netsize.recipe import load_recipe
 
@@ -32,6 +32,7 @@ def train(
     seed: SeedOption = None,
     threads: ThreadsOption = None,
     resume: ResumeOption = None,
+    tensorboard: TensorBoardOption = False,
 ) -> None:
     """Train the recipe's network at a fixed size: the recipe's grow section is ignored.
 
@@ -43,4 +44,4 @@ def train(
     parsed = load_recipe(recipe, [*recipe_overrides(set_, seed), "grow.trigger=none"])
     torch_device = resolve_device(device)
     set_threads(threads)
-    train_and_report("train", recipe, parsed, out, torch_device, overwrite, resume)
+    train_and_report("train", recipe, parsed, out, torch_device, overwrite, resume, tensorboard)
