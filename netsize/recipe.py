@@ -9,10 +9,13 @@ the file and the dotted key.
 
 from __future__ import annotations
 
+import copy
+import difflib
+import typing
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from netsize.architecture import (
     MODEL_KINDS,
@@ -79,19 +82,74 @@ def _dotted(loc: tuple[Any, ...]) -> str:
     return one_line(".".join(parts)) if parts else "(top level)"
 
 
-def _describe(error: ValidationError, origin: str) -> str:
-    """One line: the origin, the dotted key and the rule it breaks (never the value itself)."""
-    first = error.errors()[0]
-    key = _dotted(tuple(first["loc"]))
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (through Optional, unions, lists, Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _tag_of(model: type[BaseModel]) -> set[Any]:
+    """The literal values of a model's Literal fields (a discriminated union's tag among them)."""
+    return {value for field in model.model_fields.values()
+            if typing.get_origin(field.annotation) is typing.Literal
+            for value in typing.get_args(field.annotation)}
+
+
+def _section_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model whose field list holds loc's last part (loc as pydantic reports it)."""
+    model: type[BaseModel] = Recipe
+    parts = list(loc[:-1])
+    while parts:
+        part = parts.pop(0)
+        if isinstance(part, int):  # a list item: the model stays the list's element model
+            continue
+        field = model.model_fields.get(str(part))
+        candidates = _models_in(field.annotation) if field else []
+        if len(candidates) > 1 and parts:  # a discriminated union: pydantic puts the tag next
+            tag = parts.pop(0)
+            candidates = [m for m in candidates if tag in _tag_of(m)]
+        if len(candidates) != 1:
+            return None
+        model = candidates[0]
+    return model
+
+
+def did_you_mean(loc: tuple[Any, ...]) -> str:
+    """' did you mean grow.tau?' for a misspelt key, or '' when no known key is close."""
+    model = _section_model(loc)
+    if model is None or not loc:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    if not close:
+        return ""
+    dotted = _dotted((*loc[:-1], close[0]))
+    return f" did you mean {dotted}?"
+
+
+def _describe(error: ValidationError, origin: str, blame: dict[str, str] | None = None) -> str:
+    """One line: the origin, the dotted key and the rule it breaks (never the value itself).
+
+    `blame` maps dotted keys set by --set to their --set text: an error at or under such a key
+    is reported against that --set, not against the recipe file."""
+    errors = error.errors()
+    # a misspelt key is also a missing one: the spelling is the cause, so name it first
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    loc = tuple(first["loc"])
+    key = _dotted(loc)
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        message = "is not a known key; check its spelling against the recipe reference in README.md"
+        hint = did_you_mean(loc) or " check its spelling against the recipe reference in README.md"
+        message = "is not a known key;" + hint
     elif first["type"] == "missing":
         message = "is required"
     elif first["type"] in ("union_tag_invalid", "union_tag_not_found") and key in _TAG_KEYS:
         # pydantic's message quotes the value, which may be anything the file holds
         tag, choices = _TAG_KEYS[key]
         key, message = f"{key}.{tag}", f"should be {choices}"
+    for dotted, text in (blame or {}).items():
+        if key == dotted or key.startswith(dotted + ".") or dotted.startswith(key + "."):
+            origin = text
     return f"{one_line(origin, 300)}: {key}: {one_line(message, 300)}"
 
 
@@ -125,16 +183,18 @@ def parse_override(text: str) -> tuple[str, Any]:
 def recipe_from_dict(raw: Any, origin: str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     if not isinstance(raw, dict):
         raise UserError(f"{origin}: a recipe must be a mapping with sections data, model, ...")
-    tree = dict(raw)
+    tree = copy.deepcopy(raw)  # --set writes into nested sections: never into the caller's
+    blame: dict[str, str] = {}  # dotted key -> the --set that gave it, for error messages
     for text in overrides:
         key, value = parse_override(text)
         if tuple(key.split(".")) in PATH_KEYS and isinstance(value, str) and value:
             value = str(Path(value).expanduser().absolute())
-        _set_dotted(tree, key, value, f"--set {one_line(text)}")
+        blame[key] = f"--set {one_line(text)}"
+        _set_dotted(tree, key, value, blame[key])
     try:
         return Recipe.model_validate(tree)
     except ValidationError as error:
-        raise UserError(_describe(error, origin)) from None
+        raise UserError(_describe(error, origin, blame)) from None
 
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:

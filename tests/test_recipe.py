@@ -40,6 +40,39 @@ def _error(raw, overrides=()) -> str:
 def test_unknown_key_is_named():
     message = _error({**BASE, "train": {"lr": 0.1, "epochz": 3}})
     assert message.startswith("r.yaml: train.epochz:") and "not a known key" in message
+    assert message.endswith("did you mean train.epochs?")
+
+
+@pytest.mark.parametrize("raw, suggestion", [
+    ({**BASE, "trian": {"epochs": 1}}, "did you mean train?"),
+    ({**BASE, "data": {"source": "sklearn", "name": "iris", "as_imag": True}},
+     "did you mean data.as_image?"),
+    ({**BASE, "data": {"source": "csv", "path": "x.csv", "targte": "y"}}, "did you mean data.target?"),
+    ({**BASE, "model": {"kind": "mlp", "hiden": [4]}}, "did you mean model.hidden?"),
+    ({**BASE, "model": {"kind": "cnn", "stgaes": [[4]]}}, "did you mean model.stages?"),
+    ({**BASE, "grow": {"schedule": {"everyy": 3}}}, "did you mean grow.schedule.every?"),
+])
+def test_unknown_key_suggests_the_close_key_of_its_own_section(raw, suggestion):
+    # data and model are unions told apart by a tag: the suggestion comes from the tagged model
+    assert _error(raw).endswith(suggestion)
+
+
+def test_unknown_key_far_from_every_key_gets_no_guess():
+    message = _error({**BASE, "train": {"zzzzzz": 1}})
+    assert "did you mean" not in message and "README.md" in message
+
+
+@pytest.mark.parametrize("override, key", [
+    ("grow.taux=2", "grow.taux"), ("train.lr=abc", "train.lr"), ("model.kind=resnt", "model.kind"),
+])
+def test_bad_set_is_blamed_on_the_set_not_the_file(override, key):
+    message = _error(BASE, [override])
+    assert message.startswith(f"--set {override}: {key}")
+
+
+def test_file_error_is_blamed_on_the_file_even_with_a_set():
+    message = _error({**BASE, "train": {"epochz": 3}}, ["train.lr=0.1"])
+    assert message.startswith("r.yaml: train.epochz")
 
 
 def test_wrong_type_is_named():
@@ -102,3 +135,9 @@ def test_recipes_are_frozen():
     recipe = recipe_from_dict(BASE, "r.yaml")
     with pytest.raises(ValidationError):
         recipe.train.lr = 1.0  # type: ignore[misc]
+
+
+def test_overrides_leave_the_callers_tree_alone():
+    raw = {"data": {"source": "sklearn", "name": "iris"}, "model": {"kind": "mlp", "hidden": [4]}}
+    recipe_from_dict(raw, "r.yaml", ["model.hidden=[8]"])
+    assert raw["model"]["hidden"] == [4]
