@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Annotated
 
 import typer
@@ -37,11 +38,25 @@ def _root(version: Annotated[bool, typer.Option(
     """Right-size neural networks: grow them during training, prune them, compare them."""
 
 
-app.command(no_args_is_help=True)(grow)
-app.command(no_args_is_help=True)(train)
-app.command(no_args_is_help=True)(prune)
-app.command(no_args_is_help=True)(compare)
-app.command(no_args_is_help=True)(export)
+def reflowed(doc: str | None) -> str:
+    """A docstring as help text: each paragraph one line (rich wraps it to the terminal),
+    `Example:` lines kept apart. Typer's rich help keeps the docstring's own line breaks, which
+    would break sentences at the source's 100 columns whatever the terminal width."""
+    paragraphs = inspect.cleandoc(doc or "").split("\n\n")
+    out = []
+    for paragraph in paragraphs:
+        lines, prose = [], []
+        for line in paragraph.splitlines():
+            if line.startswith("Example:"):
+                lines.append(line)
+            else:
+                prose.append(line.strip())
+        out.append("\n".join([" ".join(prose)] * bool(prose) + lines))
+    return "\n\n".join(out)
+
+
+for command in (grow, train, prune, compare, export):
+    app.command(no_args_is_help=True, help=reflowed(command.__doc__))(command)
 
 
 def main() -> None:

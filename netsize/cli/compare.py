@@ -29,7 +29,7 @@ def compare(
     targets: Annotated[list[Path], typer.Argument(
         help="A recipe to run every method on, or run folders to compare as they are.")],
     methods: Annotated[str, typer.Option(help="Comma-separated methods to run.")] =
-        ",".join(METHODS),
+        ", ".join(METHODS),  # spaced, so --help wraps the default instead of cutting it off
     seeds: Annotated[int, typer.Option(help="Seeds per method (recipe seed, +1, ...).")] = 1,
     budget: Annotated[float | None, typer.Option(
         help="Cap on each training run's FLOPs (3 x forward FLOPs x examples).")] = None,
@@ -44,7 +44,8 @@ def compare(
         False,
     set_: SetOption = None,
     out: Annotated[Path | None, typer.Option(
-        help="Folder (default: results/compare/<name>/<timestamp>-s<seed>).")] = None,
+        help="Run folder (default: a new one in results/compare/NAME/, named by the time and the "
+             "seed).")] = None,
     overwrite: OverwriteOption = False,
     device: DeviceOption = "auto",
     threads: ThreadsOption = None,
@@ -53,8 +54,8 @@ def compare(
 
     Exit code 0 when every gate holds, 1 when one fails, 2 on bad input.
 
-    Example:  netsize compare recipes/digits.yaml --require 'grow-senn >= fixed'
-    Example:  netsize compare results/grow/digits/RUN results/train/digits/RUN --min-metric 0.95
+    Example: netsize compare recipes/digits.yaml --require 'grow-senn >= fixed'
+    Example: netsize compare results/*/digits/* --min-metric 0.95
     """
     console = Console(stderr=json_out)
     set_threads(threads)

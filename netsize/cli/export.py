@@ -41,8 +41,8 @@ def export(
 ) -> None:
     """Export a checkpoint to ONNX with a dynamic batch size, checked with onnxruntime.
 
-    Example:  netsize export results/grow/digits/RUN/checkpoints/best
-    Example:  netsize export --front results/grow/digits/RUN
+    Example: netsize export results/grow/digits/RUN/checkpoints/best
+    Example: netsize export --front results/grow/digits/RUN
     """
     if format_ != "onnx":
         raise UserError(f"--format {format_!r}: netsize exports onnx.")

@@ -63,9 +63,9 @@ def grow(
     Pareto front of validation metric against parameters is written beside them. With --trials,
     an Optuna study searches the recipe's search.space; the same command resumes it.
 
-    Example:  netsize grow recipes/digits.yaml --set grow.tau=1.5 --seed 1
-    Example:  netsize grow recipes/digits.yaml --trials 8
-    Example:  netsize grow recipes/digits.yaml --resume results/grow/digits/RUN
+    Example: netsize grow recipes/digits.yaml --set grow.tau=1.5 --seed 1
+    Example: netsize grow recipes/digits.yaml --trials 8
+    Example: netsize grow recipes/digits.yaml --resume results/grow/digits/RUN
     """
     parsed = load_recipe(recipe, recipe_overrides(set_, seed))
     torch_device = resolve_device(device)

@@ -45,7 +45,8 @@ def prune(
         help="Pruning parameter; repeat it or give a list: --epsilon 0.5,0.8.")] = None,
     set_: SetOption = None,
     out: Annotated[Path | None, typer.Option(
-        help="Run folder (default: results/prune/<name>/<timestamp>-s<seed>).")] = None,
+        help="Run folder (default: a new one in results/prune/NAME/, named by the time and the "
+             "seed).")] = None,
     overwrite: OverwriteOption = False,
     device: DeviceOption = "auto",
     seed: SeedOption = None,
@@ -59,7 +60,8 @@ def prune(
     Reports the original, the pruned-and-transferred network and the same small architecture
     trained from scratch: parameters, FLOPs, CPU latency and accuracy (or R^2).
 
-    Example:  netsize prune results/train/digits_mlp/<run>/checkpoints/best --epsilon 0.5,1.0
+    Example: netsize prune results/train/digits_mlp/RUN/checkpoints/best
+    Example: netsize prune results/train/digits/RUN/checkpoints/best --epsilon 1
     """
     overrides = recipe_overrides(set_, seed, *_epsilon_override(epsilon))
     torch_device = resolve_device(device)

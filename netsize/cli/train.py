@@ -38,8 +38,8 @@ def train(
 
     Writes the same outputs as grow; checkpoints/best is what netsize prune takes.
 
-    Example:  netsize train recipes/digits_mlp.yaml --out results/train/digits_mlp/run1
-    Example:  netsize train recipes/digits_mlp.yaml --resume results/train/digits_mlp/run1
+    Example: netsize train recipes/digits_mlp.yaml --out results/train/run1
+    Example: netsize train recipes/digits_mlp.yaml --resume results/train/run1
     """
     parsed = load_recipe(recipe, [*recipe_overrides(set_, seed), "grow.trigger=none"])
     torch_device = resolve_device(device)
