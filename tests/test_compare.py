@@ -131,6 +131,35 @@ def test_gate_exit_codes(saved_runs, tmp_path, gate, code):
     assert result.exit_code == code, result.output
     if code == 1:
         assert "gate failed" in result.output
+    if code == 0:  # one line saying the gate holds, for a CI log
+        passed = [line for line in result.output.splitlines() if line.startswith("gates passed:")]
+        assert len(passed) == 1 and "gate failed" not in result.output
+
+
+def _compare_with_a_run_setting(saved_runs, tmp_path, override: str):
+    """compare the grown run with a train run of the same recipe but for `override`."""
+    other = tmp_path / "other"
+    assert runner.invoke(app, ["train", str(TINY / "mlp_iris.yaml"), "--out", str(other),
+                               "--set", override]).exit_code == 0
+    return runner.invoke(app, ["compare", str(saved_runs[0]), str(other),
+                               "--out", str(tmp_path / "c")])
+
+
+def test_runs_trained_differently_are_compared_with_a_warning(saved_runs, tmp_path):
+    result = _compare_with_a_run_setting(saved_runs, tmp_path, "train.lr=0.05")
+    assert result.exit_code == 0, result.output
+    warning = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "train.lr" in warning[0]
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert summary["warnings"] and "train.lr" in summary["warnings"][0]
+    plain = runner.invoke(app, ["compare", *map(str, saved_runs), "--out", str(tmp_path / "d")])
+    assert "warning:" not in plain.output  # grow and train of one recipe: nothing to warn about
+
+
+def test_runs_of_different_data_are_refused(saved_runs, tmp_path):
+    result = _compare_with_a_run_setting(saved_runs, tmp_path, "data.name=wine")
+    assert result.exit_code == 2 and "different data (data.name" in result.output
+    assert not (tmp_path / "c").exists()  # refused before the output folder is made
 
 
 def test_bad_folders_and_methods_exit_2(tmp_path):

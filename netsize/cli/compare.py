@@ -19,9 +19,10 @@ from netsize.cli.common import (
     set_threads,
 )
 from netsize.cli.guard import start_run_dir, user_errors_exit_2
-from netsize.cli.progress import bar, compare_table
+from netsize.cli.progress import bar, compare_tables
 from netsize.recipe import load_recipe
 from netsize.runs.compare import METHODS, check_run_dirs, compare_recipe, compare_runs
+from netsize.runs.compare_checks import check_comparable
 
 
 @user_errors_exit_2
@@ -71,10 +72,13 @@ def compare(
     else:
         folder = out or new_run_dir(Path("results") / "compare" / "runs", 0)
         check_run_dirs(targets)  # before the output folder is made
+        check_comparable(targets)
         with start_run_dir(folder, overwrite):
             result = compare_runs(targets, folder, **gates)  # type: ignore[arg-type]
-    Console(stderr=json_out, width=max(console.width, 140)).print(
-        compare_table(result.summaries, folder))
+    for line in result.warnings:
+        console.print(f"[bold yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+    for table in compare_tables(result.summaries, folder):
+        console.print(table)
     for line in result.claims:
         console.print(line.removeprefix("- "), highlight=False)
     if json_out:
@@ -82,3 +86,6 @@ def compare(
     if result.failed:
         console.print(f"[bold red]gate failed:[/] {result.failed[0]}", highlight=False)
         raise typer.Exit(code=1)
+    if result.gates:
+        console.print(f"[bold green]gates passed:[/] {'; '.join(t for _, t in result.gates)}",
+                      highlight=False, soft_wrap=True)  # one line, for CI logs to grep

@@ -96,7 +96,7 @@ def train_and_report(command: str, recipe_path: Path, parsed: Recipe, out: Path 
     verb = "resuming" if resume else f"netsize {command}"
     console.print(f"{verb} [bold]{recipe_path}[/] on {device} -> {run_dir}")
     with start_run_dir(run_dir, overwrite, resume is not None), bar() as progress:
-        observer = TrainingBar(progress)
+        observer = TrainingBar(progress, parsed.train.epochs)
         result = run_grow(parsed, run_dir, name=recipe_path.stem, device=device,
                           observer=Fanout(observer, TensorBoardLog(run_dir / "tensorboard"))
                           if tensorboard else observer, resumable=True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -18,7 +19,6 @@ from rich.table import Table
 from netsize.cli.common import console
 from netsize.compare import MethodSummary
 from netsize.report import Point
-from netsize.runs.compare_report import summary_rows
 from netsize.runs.study import StudyProgress
 from netsize.train import Checkpoint
 
@@ -29,21 +29,30 @@ def bar(console_: Any = console) -> Progress:
 
 
 class TrainingBar:
-    """A `Reporter` that draws training progress and prints one line per growth event."""
+    """A `Reporter` that draws training progress and prints one line per growth event.
 
-    def __init__(self, progress: Progress):
-        self.progress, self.last = progress, ""
+    The bar counts optimizer steps; its text names the epoch in progress out of the run's
+    `epochs` and the last finished epoch's validation metric and size."""
+
+    def __init__(self, progress: Progress, epochs: int):
+        self.progress, self.epochs, self.last = progress, epochs, ""
         self.task_id: TaskID | None = None
+        self.current = 0  # the epoch in progress (1-based); 0 before the first step
 
     def start(self, total_steps: int) -> None:
         self.task_id = self.progress.add_task("training", total=total_steps, info="")
 
     def step(self, step: int, epoch: int) -> None:
-        self.progress.update(self.task_id, completed=step, info=self.last)  # type: ignore[arg-type]
+        self.current = epoch
+        self.progress.update(self.task_id, completed=step, info=self.info())  # type: ignore
+
+    def info(self) -> str:
+        return f"epoch {self.current}/{self.epochs}" + (f" {self.last}" if self.last else "")
 
     def epoch(self, record: dict[str, Any]) -> None:
-        self.last = (f"epoch {record['epoch']} val {record['val_metric']:.4f} "
-                     f"{record['params']:,} params")
+        self.current = record["epoch"]
+        self.last = f"val {record['val_metric']:.4f} {record['params']:,} params"
+        self.progress.update(self.task_id, info=self.info())  # type: ignore[arg-type]
 
     def event(self, record: dict[str, Any]) -> None:
         change = (f"{record['layer']} +{record['units']} units" if record["kind"] == "width"
@@ -81,24 +90,45 @@ def front_table(front: list[Point], caption: str, title: str) -> Table:
     return table
 
 
+def _sci(x: float) -> str:
+    """1950000.0 -> '1.95e6': three digits, short enough for an 80-column table."""
+    return f"{x:.3g}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
+
+
+def _table(title: str, caption: str, headers: list[str]) -> Table:
+    """A table that fits 80 columns: no vertical rules, numbers right-aligned, never cut."""
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, pad_edge=False,
+                  collapse_padding=True)
+    for i, header in enumerate(headers):
+        table.add_column(header, justify="left" if i == 0 else "right", no_wrap=True)
+    return table
+
+
 def prune_table(rows: list[Point], run_dir: Path) -> Table:
-    table = Table(title="original / pruned+transfer / from-scratch",
-                  caption=f"outputs in {run_dir}")
-    table.add_column("variant", no_wrap=True)
-    for header in ("eps", "params", "FLOPs", "ms b1", "ms b64", "val", "test"):
-        table.add_column(header, justify="right", no_wrap=True)
+    table = _table("original / pruned+transfer / from-scratch", f"outputs in {run_dir}",
+                   ["variant", "eps", "params", "FLOPs", "ms b1", "ms b64", "val", "test"])
     for r in rows:
-        table.add_row(r["variant"], str(r["epsilon"]), f"{r['params']:,}", f"{r['flops']:,}",
+        table.add_row(r["variant"], str(r["epsilon"]), f"{r['params']:,}", _sci(r["flops"]),
                       f"{r['latency_b1_ms']:.3f}", f"{r['latency_b64_ms']:.3f}",  # type: ignore
                       f"{r['val_metric']:.4f}", f"{r['test_metric']:.4f}")
     return table
 
 
-def compare_table(summaries: list[MethodSummary], folder: Path) -> Table:
-    rows = summary_rows(summaries)
-    table = Table(title="netsize compare", caption=f"outputs in {folder}")
-    for key in rows[0]:
-        table.add_column(key, justify="left" if key == "method" else "right", no_wrap=True)
-    for row in rows:
-        table.add_row(*(str(v) for v in row.values()))
-    return table
+def compare_tables(summaries: list[MethodSummary], folder: Path) -> list[Table]:
+    """The methods' fronts and compute; and, when the recipe names target metrics, the fewest
+    parameters reaching each (a second table, so both fit 80 columns)."""
+    main = _table("netsize compare", "" if summaries[0].reach else f"outputs in {folder}",
+                  ["method", "points", "hypervolume", "best", "params", "FLOPs", "wall s"])
+    for s in summaries:
+        main.add_row(s.method, str(s.points), f"{s.hypervolume:.4f} ± {s.hypervolume_std:.4f}",
+                     f"{s.best_metric:.4f}", f"{s.params_at_best:,}", _sci(s.train_flops),
+                     f"{s.wall_seconds:.1f}")
+    if not summaries[0].reach:
+        return [main]
+    targets = list(summaries[0].reach)
+    reach = _table("parameters to reach", f"outputs in {folder}",
+                   ["method", *(f">= {t}" for t in targets)])
+    for s in summaries:
+        reach.add_row(s.method, *(f"{s.reach[t]:,}" if s.reach[t] is not None else "-"
+                                  for t in targets))
+    return [main, reach]

@@ -26,6 +26,7 @@ from netsize.io import load_checkpoint
 from netsize.preflight import check_data
 from netsize.recipe import Recipe, derive
 from netsize.report import Point, write_front
+from netsize.runs.compare_checks import check_comparable
 from netsize.runs.compare_report import claims, report
 from netsize.runs.grow import run_grow
 from netsize.runs.prune import Original, run_prune
@@ -42,6 +43,7 @@ class CompareResult:
     reference: tuple[float, float]  # (parameters, metric) of the hypervolume's reference point
     gates: list[tuple[bool, str]] = field(default_factory=list)  # (holds, what was checked)
     claims: list[str] = field(default_factory=list)  # each grow method against the fixed sweep
+    warnings: list[str] = field(default_factory=list)  # runs trained differently, one line each
 
     @property
     def failed(self) -> list[str]:
@@ -51,7 +53,8 @@ class CompareResult:
         return {"reference_point": {"params": self.reference[0],
                                     "val_metric": self.reference[1]},
                 "methods": [vars(s) for s in self.summaries],
-                "gates": [{"passed": ok, "check": text} for ok, text in self.gates]}
+                "gates": [{"passed": ok, "check": text} for ok, text in self.gates],
+                "warnings": self.warnings}
 
 
 # ---------------------------------------------------------------------------- running methods
@@ -160,6 +163,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, *,
     and report.md into out.
     """
     check_run_dirs(run_dirs)
+    warnings = check_comparable(run_dirs)  # refuses runs of different data
     parts = [read_folder(Path(d)) for d in run_dirs]
     rows: list[Point] = [r for p in parts for r in p["rows"]]
     if not rows:
@@ -168,7 +172,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, *,
     checks = [check_requirement(text, summaries) for text in require]
     if min_metric is not None or max_params is not None:
         checks.append(check_target(rows, min_metric, max_params))
-    result = CompareResult(Path(out), summaries, ref, checks, claims(summaries))
+    result = CompareResult(Path(out), summaries, ref, checks, claims(summaries), warnings)
     _write(result, rows)
     return result
 
