@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
@@ -56,14 +57,40 @@ def pareto_front(rows: Sequence[Any], metric: str = "val_metric",
     return front
 
 
-def plot_fronts(path: Path, groups: dict[str, list[Point]], title: str, metric_name: str) -> None:
-    """Every point as a dot and each group's Pareto front as a step line, parameters on log10."""
-    import matplotlib
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """Tick positions for a log axis over [lo, hi] that a reader can read: 1-2-5 per decade,
+    1..9 per decade when that gives too few, the ends themselves for a very narrow span."""
+    decades = range(math.floor(math.log10(lo)), math.floor(math.log10(hi)) + 1)
+    for mantissas in ((1,), (1, 2, 5), tuple(range(1, 10))):
+        ticks = [m * 10.0**d for d in decades for m in mantissas if lo <= m * 10.0**d <= hi]
+        if len(ticks) >= 3:
+            return ticks
+    return sorted({lo, hi})
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.2, 4.6), dpi=120)
+def human_count(x: float, _pos: Any = None) -> str:
+    """1200 -> '1.2k', 25_557_032 -> '25.6M': parameter counts as tick labels."""
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= size:
+            return f"{x / size:.3g}{suffix}"
+    return f"{x:.3g}"
+
+
+def point_label(p: Point) -> str:
+    """What a dot on the plot is: its checkpoint tag, or its prune variant and epsilon."""
+    if p.get("tag"):
+        return str(p["tag"])
+    if p.get("variant") in ("pruned+transfer", "from-scratch"):
+        return f"eps {p.get('epsilon')}"
+    return str(p.get("variant", ""))
+
+
+def draw_fronts(ax: Any, groups: dict[str, list[Point]], title: str, metric_name: str) -> None:
+    """Every point as a dot and each group's Pareto front as a step line in its own colour,
+    parameters on log10 with readable ticks, front points labelled with their checkpoint, the
+    y axis named after the metric."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
     single = len(groups) == 1
     for i, (label, points) in enumerate(sorted(groups.items())):
         colour = "#d9480f" if single else f"C{i}"
@@ -73,12 +100,32 @@ def plot_fronts(path: Path, groups: dict[str, list[Point]], title: str, metric_n
         front = pareto_front(points)
         ax.step([p["params"] for p in front], [p["val_metric"] for p in front], where="post",
                 color=colour, marker="o", label="Pareto front" if single else label)
+        for p in front:
+            ax.annotate(point_label(p), (p["params"], p["val_metric"]), fontsize=7,
+                        color=colour, xytext=(4, -9), textcoords="offset points")
+    sizes = [p["params"] for points in groups.values() for p in points]
+    lo, hi = min(sizes) / 1.25, max(sizes) * 1.25  # room for the end labels
     ax.set_xscale("log")
-    ax.set_xlabel("parameters")
+    ax.set_xlim(lo, hi)
+    ax.xaxis.set_major_locator(FixedLocator(log_ticks(lo, hi)))
+    ax.xaxis.set_major_formatter(FuncFormatter(human_count))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("parameters (log scale)")
     ax.set_ylabel(f"validation {metric_name}")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
+
+
+def plot_fronts(path: Path, groups: dict[str, list[Point]], title: str, metric_name: str) -> None:
+    """draw_fronts into a PNG at `path` (written whole, then renamed into place)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.2, 4.6), dpi=120)
+    draw_fronts(ax, groups, title, metric_name)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
@@ -95,11 +142,14 @@ def read_front(folder: Path) -> list[dict[str, Any]]:
 
 def write_front(folder: Path, points: list[Point], columns: list[str], title: str,
                 metric_name: str, group_by: str | None = None,
-                about: dict[str, Any] | None = None) -> list[Point]:
+                about: dict[str, Any] | None = None,
+                also_plot: Sequence[Point] = ()) -> list[Point]:
     """front.csv, front.json and front.png of `points` in `folder`; returns the front.
 
     The one writer of fronts: grow, train, prune, studies and compare all call it. group_by
-    (e.g. "method") draws one front per group in the plot; the files hold the overall front.
+    (e.g. "method", "variant") draws one front per group in the plot; the files hold the
+    overall front of `points`. also_plot: points drawn in their groups but not on the front
+    (prune's from-scratch controls).
     """
     front = pareto_front(points)
     write_csv(folder / "front.csv", front, columns)
@@ -107,7 +157,7 @@ def write_front(folder: Path, points: list[Point], columns: list[str], title: st
                                        "objectives": OBJECTIVES, "points": front})
     if points:
         groups: dict[str, list[Point]] = {}
-        for p in points:
+        for p in [*points, *also_plot]:
             groups.setdefault(str(p.get(group_by, "")) if group_by else "", []).append(p)
         plot_fronts(folder / "front.png", groups, title, metric_name)
     return front

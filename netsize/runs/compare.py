@@ -26,7 +26,7 @@ from netsize.io import load_checkpoint
 from netsize.preflight import check_data
 from netsize.recipe import Recipe, derive
 from netsize.report import Point, write_front
-from netsize.runs.compare_checks import check_comparable
+from netsize.runs.compare_checks import check_comparable, metric_name
 from netsize.runs.compare_report import claims, report
 from netsize.runs.grow import run_grow
 from netsize.runs.prune import Original, run_prune
@@ -173,7 +173,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, *,
     if min_metric is not None or max_params is not None:
         checks.append(check_target(rows, min_metric, max_params))
     result = CompareResult(Path(out), summaries, ref, checks, claims(summaries), warnings)
-    _write(result, rows)
+    _write(result, rows, metric_name(run_dirs))
     return result
 
 
@@ -184,7 +184,7 @@ def check_run_dirs(run_dirs: Sequence[str | Path]) -> None:
                         "written by netsize grow, train, prune or compare.")
 
 
-def _write(result: CompareResult, rows: list[Point]) -> None:
+def _write(result: CompareResult, rows: list[Point], metric: str) -> None:
     folder = result.folder
     folder.mkdir(parents=True, exist_ok=True)
     marked = mark_front(rows)
@@ -192,7 +192,7 @@ def _write(result: CompareResult, rows: list[Point]) -> None:
     write_json(folder / "points.json", marked)
     write_json(folder / "summary.json", result.as_dict())
     write_front(folder, rows, POINT_COLUMNS, "netsize compare: Pareto fronts (all seeds pooled;"
-                " dots: every checkpoint)", "metric", group_by="method")
+                " dots: every checkpoint)", metric, group_by="method")
     atomic_write_text(folder / "report.md",
                       report(result.summaries, result.reference, result.gates))
 
@@ -252,7 +252,9 @@ def read_folder(folder: Path, label: str | None = None) -> dict[str, Any]:
                             "netsize grow, train, prune or compare.")
         parts = [read_folder(p) for p in subs]
         method, seed = parts[0]["method"], parts[0]["seed"]
-        rows = [r for p in parts for r in p["rows"]]
+        # a sweep's runs all have a "final": name the run too ("x2/final")
+        rows = [dict(r, tag=f"{sub.name}/{r['tag']}") for sub, p in zip(subs, parts, strict=True)
+                for r in p["rows"]]
         flops = sum(p["train_flops"] for p in parts)
         seconds = sum(p["wall_seconds"] for p in parts)
     method = label or method

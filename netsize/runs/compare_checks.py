@@ -1,11 +1,13 @@
 """Whether run folders can share one front: the same data (else refused), the same training
-(else a loud warning), read from the recipe.yaml every run writes beside its results.
+(else a loud warning), read from the recipe.yaml every run writes beside its results; and the
+metric they share, for the plot's axis.
 
 Methods differ by design in model, grow, prune and seed, so those sections are not compared;
 a fixed sweep's method folder holds one run per width, each with its own recipe.yaml."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -76,3 +78,14 @@ def check_comparable(run_dirs: Sequence[str | Path]) -> list[str]:
                             " the fronts are compared as they are, but training, not the method,"
                             " may explain the ranking.")
     return warnings
+
+
+def metric_name(run_dirs: Sequence[str | Path]) -> str:
+    """The metric the runs report (accuracy, R^2), from the front.json every run writes."""
+    for d in run_dirs:
+        for front in [Path(d) / "front.json", *sorted(Path(d).glob("*/front.json"))]:
+            if front.is_file():
+                metric = json.loads(front.read_text()).get("metric")
+                if isinstance(metric, str):
+                    return metric
+    return "metric"

@@ -263,7 +263,9 @@ def write_prune_outputs(run_dir: Path, name: str, rows: list[Point], task: str) 
     write_csv(run_dir / "results.csv", rows, ROW_COLUMNS)
     write_json(run_dir / "results.json", rows)
     points = [r for r in rows if r["variant"] in ("original", "pruned+transfer")]
-    front = write_front(run_dir, points, ROW_COLUMNS, f"netsize prune: {name}", metric)
+    controls = [r for r in rows if r["variant"] == "from-scratch"]
+    front = write_front(run_dir, points, ROW_COLUMNS, f"netsize prune: {name}", metric,
+                        group_by="variant", also_plot=controls)
     report = [f"# netsize prune: {name}", "", f"Metric: {metric}. Latency: median CPU forward "
               "time in this process.", "", markdown_table(rows, REPORT_COLUMNS), "",
               "## Front over the epsilons (validation metric against parameters)", "",
