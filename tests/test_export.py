@@ -1,4 +1,5 @@
-"""ONNX export: every architecture family and a pruned timm model give ONNX files whose
+"""ONNX export: every architecture family, grown and pruned graphs, and pruned timm and
+torchvision models give ONNX files whose
 onnxruntime outputs equal torch's at batch 1 and 7; the one loader reads every checkpoint kind;
 bad export options exit 2."""
 
@@ -56,11 +57,13 @@ def test_every_family_exports_and_matches_torch(family: str, tmp_path: Path):
     _onnx_equals_torch(result.path, net, spec.input_shape)
 
 
-def test_pruned_timm_checkpoint_loads_and_exports(tmp_path: Path):
+@pytest.mark.parametrize(("kind", "name"), [("timm", "resnet18"),
+                                          ("torchvision", "mobilenet_v3_small")])
+def test_pruned_foreign_checkpoint_loads_and_exports(kind: str, name: str, tmp_path: Path):
     from netsize import foreign
     from netsize.architecture import ForeignModelConfig
 
-    cfg = ForeignModelConfig(kind="timm", name="resnet18", num_classes=4)
+    cfg = ForeignModelConfig(kind=kind, name=name, num_classes=4)
     torch.manual_seed(0)
     model = foreign.create_model(cfg, SMALL, 4)
     x, y = torch.randn(8, *SMALL), torch.randint(0, 4, (8,))
@@ -71,8 +74,37 @@ def test_pruned_timm_checkpoint_loads_and_exports(tmp_path: Path):
     loaded, meta = load_checkpoint(tmp_path / "ck")  # the one documented loader
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval()(x), pruned.eval()(x))
-    result = export_onnx(tmp_path / "ck", tmp_path / "timm.onnx")
+    result = export_onnx(tmp_path / "ck", tmp_path / "foreign.onnx")
     _onnx_equals_torch(result.path, loaded, SMALL)
+
+
+def _perturbed(net: torch.nn.Module) -> torch.nn.Module:
+    """Surgery leaves zeros (new fan-in, gamma 0 branches): move every weight off them."""
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return net
+
+
+@pytest.mark.parametrize("family", ["mlp", "resnet_bottleneck"])
+def test_grown_and_pruned_checkpoints_export(family: str, tmp_path: Path):
+    from netsize.graph.groups import find_groups
+    from netsize.graph.surgery import deepen, narrow, widen
+
+    torch.manual_seed(0)
+    net = build_graph(FAMILIES[family])
+    first = find_groups(net.spec)[0]
+    spec, grown, _ = widen(net, first, 3, {})  # zero fan-out columns, zero fan-in rows
+    spec, grown, _ = deepen(grown, first.producers[0])
+    last = find_groups(spec)[-1]
+    spec, pruned, _ = narrow(grown, last, torch.arange(0, last.units, 2))
+    for tag, model in (("grown", grown), ("pruned", pruned)):
+        model = _perturbed(model)
+        model.train()(torch.randn(8, *model.spec.input_shape))  # running statistics move
+        save_checkpoint(tmp_path / tag, model.spec, model.state_dict(), {"tag": tag})
+        loaded, _ = load_checkpoint(tmp_path / tag)
+        result = export_onnx(tmp_path / tag, tmp_path / f"{tag}.onnx")
+        _onnx_equals_torch(result.path, loaded, model.spec.input_shape)
 
 
 @pytest.mark.parametrize("args", [["--format", "tflite"], ["--opset", "99"],
