@@ -1,7 +1,6 @@
 """ONNX export: every architecture family, grown and pruned graphs, and pruned timm and
-torchvision models give ONNX files whose
-onnxruntime outputs equal torch's at batch 1 and 7; the one loader reads every checkpoint kind;
-bad export options exit 2."""
+torchvision models give ONNX files whose onnxruntime outputs equal torch's at batch 1 and 7;
+the one loader reads every checkpoint kind; bad export options exit 2."""
 
 from __future__ import annotations
 
