@@ -137,7 +137,21 @@ def plot_fronts(path: Path, groups: dict[str, list[Point]], title: str, metric_n
 def read_front(folder: Path) -> list[dict[str, Any]]:
     """The points of the front that write_front wrote into `folder` (ValueError, KeyError or
     OSError when there is none)."""
-    return list(json.loads((folder / "front.json").read_text())["points"])
+    return list(read_front_record(folder)["points"])
+
+
+def read_front_metric(folder: Path) -> str | None:
+    """The metric name (accuracy, R^2) of the front in `folder`, None when there is none."""
+    try:
+        metric = read_front_record(folder).get("metric")
+    except (OSError, ValueError):
+        return None
+    return metric if isinstance(metric, str) else None
+
+
+def read_front_record(folder: Path) -> dict[str, Any]:
+    """The whole front.json that write_front wrote: metric, objectives, points."""
+    return dict(json.loads((folder / "front.json").read_text()))
 
 
 def write_front(folder: Path, points: list[Point], columns: list[str], title: str,

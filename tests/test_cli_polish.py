@@ -9,7 +9,8 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from netsize.cli import app
-from netsize.cli.progress import TrainingBar, bar, compare_tables, front_table, prune_table
+from netsize.cli.progress import TrainingBar, bar
+from netsize.cli.tables import compare_tables, front_table, prune_table
 from netsize.compare import MethodSummary
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -116,6 +116,8 @@ def test_comparing_saved_runs_trains_nothing(saved_runs, tmp_path, monkeypatch):
         assert (out / name).is_file()
     points = json.loads((out / "points.json").read_text())
     assert any(p["on_front"] for p in points)
+    # the plot's y axis is named after the runs' metric, read from their fronts
+    assert json.loads((out / "front.json").read_text())["metric"] == "accuracy"
 
 
 @pytest.mark.parametrize(("gate", "code"), [

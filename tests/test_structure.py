@@ -251,7 +251,7 @@ def test_fronts_are_written_by_one_function():
               for text, function in string_constants(parse(name))
               if "front.json" in text or "front.csv" in text}
     # one writer, and its reader beside it
-    assert places == {("netsize.report", "write_front"), ("netsize.report", "read_front")}, \
+    assert places == {("netsize.report", "write_front"), ("netsize.report", "read_front_record")}, \
         sorted(map(str, places))
 
 

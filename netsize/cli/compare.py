@@ -19,7 +19,8 @@ from netsize.cli.common import (
     set_threads,
 )
 from netsize.cli.guard import start_run_dir, user_errors_exit_2
-from netsize.cli.progress import bar, compare_tables
+from netsize.cli.progress import bar
+from netsize.cli.tables import compare_tables
 from netsize.recipe import load_recipe
 from netsize.runs.compare import METHODS, check_run_dirs, compare_recipe, compare_runs
 from netsize.runs.compare_checks import check_comparable

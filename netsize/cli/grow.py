@@ -24,8 +24,9 @@ from netsize.cli.common import (
     set_threads,
 )
 from netsize.cli.guard import start_run_dir, user_errors_exit_2
-from netsize.cli.progress import TrainingBar, bar, front_table
+from netsize.cli.progress import TrainingBar, bar
 from netsize.cli.study import study_command
+from netsize.cli.tables import front_table
 from netsize.errors import UserError
 from netsize.recipe import Recipe, load_recipe
 from netsize.runs.grow import run_grow

@@ -24,8 +24,8 @@ from netsize.cli.common import (
     set_threads,
 )
 from netsize.cli.guard import start_run_dir, user_errors_exit_2
-from netsize.cli.progress import prune_table
 from netsize.cli.study import study_command
+from netsize.cli.tables import prune_table
 from netsize.runs.prune import load_original, run_prune
 from netsize.runs.study import prune_trials
 

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from netsize.cli.common import console
-from netsize.cli.progress import StudyBar, bar, front_table
+from netsize.cli.progress import StudyBar, bar
+from netsize.cli.tables import front_table
 from netsize.errors import UserError
 from netsize.recipe import Recipe
 from netsize.runs.study import run_study, study_dir_for

@@ -7,7 +7,6 @@ a fixed sweep's method folder holds one run per width, each with its own recipe.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import yaml
 
 from netsize.errors import UserError
+from netsize.report import read_front_metric
 
 # The keys that define the evaluation data: runs differing here have incomparable metrics.
 # (data.augment changes training only, so it is checked with the train section.)
@@ -81,11 +81,9 @@ def check_comparable(run_dirs: Sequence[str | Path]) -> list[str]:
 
 
 def metric_name(run_dirs: Sequence[str | Path]) -> str:
-    """The metric the runs report (accuracy, R^2), from the front.json every run writes."""
+    """The metric the runs report (accuracy, R^2), from the front every run writes."""
     for d in run_dirs:
-        for front in [Path(d) / "front.json", *sorted(Path(d).glob("*/front.json"))]:
-            if front.is_file():
-                metric = json.loads(front.read_text()).get("metric")
-                if isinstance(metric, str):
-                    return metric
+        for folder in [Path(d), *sorted(p.parent for p in Path(d).glob("*/recipe.yaml"))]:
+            if metric := read_front_metric(folder):
+                return metric
     return "metric"
