@@ -29,7 +29,7 @@ from netsize.report import Point, grow_report, task_metric, write_front
 from netsize.train import Checkpoint, Reporter, RunSummary, SilentReporter, Trainer
 
 METRIC_COLUMNS = ["epoch", "step", "train_loss", "val_loss", "val_metric", "test_metric",
-                  "params", "flops", "lr", "seconds", "architecture"]
+                  "params", "flops", "train_flops", "lr", "seconds", "architecture"]
 POINT_COLUMNS = ["tag", "step", "epoch", "params", "flops", "val_metric", "test_metric", "path"]
 
 
