@@ -33,6 +33,7 @@ class MlpConfig(Strict):
     activation: Activation = "relu"
     norm: Literal["none", "batch"] = "none"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    bias: bool = True  # false: no biases anywhere (GradMax's teacher-student student)
     size_key: ClassVar[str] = "model.hidden"  # the key that sets the network's size (for messages)
 
     def scaled(self, factor: float) -> dict[str, Any]:
@@ -104,7 +105,7 @@ def spec_from_config(model: Any, input_shape: tuple[int, ...], n_outputs: int) -
                                model.dropout, model.pool, model.groups)
         if isinstance(model, MlpConfig):
             return presets.mlp(input_shape, n_outputs, model.hidden, model.activation,
-                               model.norm, model.dropout)
+                               model.norm, model.dropout, model.bias)
         return model.graph(input_shape, n_outputs)  # type: ignore[no-any-return]
     except ValueError as error:  # shape inference: an op that does not fit the data
         raise UserError(f"model: {error}; change the model section.") from None

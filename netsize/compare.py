@@ -24,8 +24,10 @@ from netsize.report import pareto_front
 class CompareConfig(Strict):
     """netsize compare: the fixed sweep, the schedule of the schedule-grown methods, targets."""
 
+    # five sizes from the recipe's own up: they span the sizes a grown run passes through
+    # (compare reports whether they do)
     width_factors: list[Annotated[float, Field(gt=0.0, le=1e3)]] = Field(
-        [1.0, 2.0, 4.0], min_length=1, max_length=100)
+        [1.0, 1.5, 2.0, 3.0, 4.0], min_length=1, max_length=100)
     schedule_times: int = Field(4, ge=1, le=1000)  # grow-gradmax / grow-random: growth steps
     schedule_amount: float = Field(0.5, gt=0.0, le=64.0)  # each adds this x the start widths
     # report the parameters needed to first reach these metrics
@@ -57,6 +59,32 @@ def hypervolume(rows: Sequence[Mapping[str, Any]], ref: tuple[float, float]) -> 
     return area
 
 
+Curve = Sequence[tuple[float, float]]  # (training FLOPs so far, validation metric), in order
+
+
+def anytime_metric(curve: Curve) -> float:
+    """Area under the best validation metric reached so far against training FLOPs, divided
+    by the total FLOPs: the mean over the compute spent of the metric of the best model one
+    would hold on stopping there. Each stretch of compute between two evaluations counts at
+    the best metric reached by its end. NaN without a curve."""
+    total, area, best, spent = 0.0, 0.0, -math.inf, 0.0
+    for flops, metric in curve:
+        best = max(best, metric)
+        area += (flops - spent) * best
+        total, spent = flops, flops
+    return area / total if total > 0 else math.nan
+
+
+def join_curves(curves: Sequence[Curve]) -> list[tuple[float, float]]:
+    """Runs made one after another (a fixed sweep) as one curve: each run's FLOPs start where
+    the previous run's ended."""
+    out, offset = [], 0.0
+    for curve in curves:
+        out += [(offset + flops, metric) for flops, metric in curve]
+        offset = out[-1][0] if out else offset
+    return out
+
+
 def params_to_reach(rows: Sequence[Mapping[str, Any]], target: float) -> int | None:
     """Fewest parameters of a checkpoint whose validation metric reaches `target`."""
     sizes = [r["params"] for r in rows if r["val_metric"] >= target]
@@ -74,13 +102,17 @@ class MethodSummary:
     reach: dict[str, int | None]  # target -> fewest parameters reaching it (all seeds pooled)
     train_flops: float  # mean per seed
     wall_seconds: float  # mean per seed
+    anytime: float = math.nan  # anytime_metric, mean over seeds (NaN: no curve recorded)
+    anytime_std: float = math.nan
 
 
 def summarise(rows: Sequence[Mapping[str, Any]], compute: dict[str, dict[str, float]],
-              targets: list[float]) -> tuple[list[MethodSummary], tuple[float, float]]:
+              targets: list[float], curves: Mapping[tuple[str, int], Curve] | None = None,
+              ) -> tuple[list[MethodSummary], tuple[float, float]]:
     """Per method: hypervolume (mean and spread over seeds, one shared reference point), best
-    metric, parameters to reach each target, compute. compute[method] = {flops, seconds} per seed
-    averaged by the caller."""
+    metric, parameters to reach each target, compute, anytime metric. compute[method] =
+    {flops, seconds} per seed averaged by the caller; curves[(method, seed)] the training
+    curve of that method and seed (see anytime_metric)."""
     ref = reference_point(rows)
     out = []
     for method in sorted({r["method"] for r in rows}):
@@ -88,14 +120,45 @@ def summarise(rows: Sequence[Mapping[str, Any]], compute: dict[str, dict[str, fl
         seeds = sorted({r["seed"] for r in mine})
         volumes = [hypervolume([r for r in mine if r["seed"] == s], ref) for s in seeds]
         best = max(mine, key=lambda r: (r["val_metric"], -r["params"]))
+        anytime = [anytime_metric((curves or {}).get((method, s), ())) for s in seeds]
         out.append(MethodSummary(
-            method, len(mine), statistics.fmean(volumes),
-            statistics.pstdev(volumes) if len(volumes) > 1 else 0.0,
+            method, len(mine), statistics.fmean(volumes), _spread(volumes),
             best["val_metric"], int(best["params"]),
             {f"{t:g}": params_to_reach(mine, t) for t in targets},
             compute.get(method, {}).get("flops", float("nan")),
-            compute.get(method, {}).get("seconds", float("nan"))))
+            compute.get(method, {}).get("seconds", float("nan")),
+            statistics.fmean(anytime), _spread(anytime)))
     return out, ref
+
+
+def _spread(values: list[float]) -> float:
+    """Population standard deviation over seeds (0 for one seed, NaN where one is NaN)."""
+    if not all(math.isfinite(v) for v in values):
+        return math.nan
+    return statistics.pstdev(values) if len(values) > 1 else 0.0
+
+
+def sweep_coverage(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Whether the fixed sweep's sizes span each grown method's, from its start size to beyond
+    its final size (largest checkpoint), per seed: one sentence per grown method."""
+    fixed = sorted({int(r["params"]) for r in rows if r["method"] == "fixed"})
+    if not fixed:
+        return []
+    lines = []
+    for method in sorted({r["method"] for r in rows if r["method"].startswith("grow")}):
+        mine = [r for r in rows if r["method"] == method]
+        seeds = {r["seed"] for r in mine}
+        start = min(min(r["params"] for r in mine if r["seed"] == s) for s in seeds)
+        end = max(max(r["params"] for r in mine if r["seed"] == s) for s in seeds)
+        inside = [p for p in fixed if start <= p]
+        covered = fixed[0] <= start and fixed[-1] > end
+        lines.append(
+            f"- fixed sweep: {len(fixed)} sizes, {fixed[0]:,}-{fixed[-1]:,} parameters; "
+            f"{method} runs from {start:,} to {end:,}: "
+            + ("covered." if covered and len(inside) >= 4 else
+               "not covered; add compare.width_factors so that at least 4 sizes run from the "
+               "start size to beyond the grown size."))
+    return lines
 
 
 def mark_front(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -79,6 +79,8 @@ class SyntheticData(_DataCommon):
     teacher_hidden: int = Field(10, ge=1, le=MAX_WIDTH)
     out_features: int = Field(10, ge=1, le=MAX_WIDTH)
     noise: float = Field(0.0, ge=0.0, le=1e6)
+    # teacher weights: GradMax's paper draws them from U[-1, 1]; normal: N(0, 1/fan_in)
+    teacher_init: Literal["uniform", "normal"] = "normal"
 
 
 DataConfig = Annotated[
@@ -263,15 +265,22 @@ def _load_torchvision(cfg: TorchvisionData, seed: int) -> Splits:
 
 # -------------------------------------------------------------------------------------- synthetic
 def _load_synthetic(cfg: SyntheticData, seed: int) -> Splits:
-    """GradMax teacher-student: y = relu(x W1^T) W2^T + noise, W ~ N(0, 1/fan_in), no biases."""
+    """GradMax teacher-student: y = relu(x W1^T) W2^T + noise, no biases; W ~ U[-1, 1]
+    (teacher_init uniform, GradMax's paper) or N(0, 1/fan_in) (normal)."""
     gen = torch.Generator().manual_seed(seed)
     n, d_in, d_h, d_out = cfg.n_samples, cfg.in_features, cfg.teacher_hidden, cfg.out_features
     x = torch.randn(n, d_in, generator=gen)  # (N, in)
-    w1 = torch.randn(d_h, d_in, generator=gen) / d_in**0.5  # (hidden, in)
-    w2 = torch.randn(d_out, d_h, generator=gen) / d_h**0.5  # (out, hidden)
+    w1 = _teacher_weights(d_h, d_in, cfg.teacher_init, gen)  # (hidden, in)
+    w2 = _teacher_weights(d_out, d_h, cfg.teacher_init, gen)  # (out, hidden)
     y = torch.relu(x @ w1.T) @ w2.T  # (N, out)
     y = y + cfg.noise * torch.randn(n, d_out, generator=gen)
     return _split_and_build(x, y, "regression", cfg.val_fraction, cfg.test_fraction, seed)
+
+
+def _teacher_weights(rows: int, cols: int, init: str, gen: torch.Generator) -> torch.Tensor:
+    if init == "uniform":
+        return torch.rand(rows, cols, generator=gen) * 2 - 1
+    return torch.randn(rows, cols, generator=gen) / cols**0.5
 
 
 # ---------------------------------------------------------------------------------- augmentation

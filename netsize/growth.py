@@ -11,7 +11,15 @@ from typing import Literal
 
 from pydantic import Field
 
-from netsize.config import MAX_BATCH, MAX_LAYERS, MAX_PARAMS, MAX_STEPS, MAX_WIDTH, Strict
+from netsize.config import (
+    MAX_BATCH,
+    MAX_EPOCHS,
+    MAX_LAYERS,
+    MAX_PARAMS,
+    MAX_STEPS,
+    MAX_WIDTH,
+    Strict,
+)
 
 
 class ScheduleConfig(Strict):
@@ -50,3 +58,6 @@ class GrowConfig(Strict):
     # SENN's rule: after an expansion, check again at once (same batch) until no candidate
     # passes; off: SECNN's one expansion per check
     repeat: bool = False
+    # train each size the run passed through (every growth event's checkpoint) this many
+    # epochs more at that size, from its weights; 0: off (netsize.finish)
+    finish_epochs: int = Field(0, ge=0, le=MAX_EPOCHS)

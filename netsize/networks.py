@@ -15,6 +15,7 @@ from netsize.graph import grow as graph_grow
 from netsize.graph.build import GraphNet, build_graph
 from netsize.graph.check import parse_graph
 from netsize.graph.groups import find_groups
+from netsize.graph.scores import fanin_grad_norm
 from netsize.graph.spec import GraphSpec, Node
 from netsize.spec import NetSpec
 from netsize.surgery import IndexMap
@@ -63,8 +64,12 @@ class GraphMoves:
               generator: torch.Generator) -> tuple[nn.Module, IndexMap, dict[str, Any]]:
         cand = getattr(move, "chosen", move)
         built = getattr(move, "built", None) or graph_grow.build(net, cand, cfg, batch)
-        record = {"kind": cand.kind, "layer": cand.target, "units": cand.units,
-                  "init": cfg.init if cand.kind == "width" else "residual"}
+        record: dict[str, Any] = {"kind": cand.kind, "layer": cand.target, "units": cand.units,
+                                  "init": cfg.init if cand.kind == "width" else "residual"}
+        if cand.kind == "width":  # the new fan-in's gradient on the score batch (GradMax's aim)
+            producers = graph_grow.group_named(net.spec, cand.target).producers
+            record["fanin_grad_norm"] = fanin_grad_norm(built[1], list(producers), built[2],
+                                                        *batch)
         return built[1], built[2], {**record, **_scores(move, cand.kind, cand.target)}
 
 

@@ -262,6 +262,7 @@ class Trainer:
             "val_loss": val_loss, "val_metric": val, "test_metric": test,
             "params": count_params(self.net),
             "flops": self.flops_per_example,
+            "train_flops": self.summary.train_flops,  # so far (anytime metrics in compare)
             "lr": self.opt.param_groups[0]["lr"], "seconds": time.perf_counter() - started,
             "architecture": self._describe(),
         }

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from netsize.cli import app
 from netsize.data import load_data
 from netsize.io import load_checkpoint
+from netsize.prune import NATIVE_EPSILONS, PruneConfig
 from netsize.recipe import load_recipe
 from netsize.train import evaluate
 
@@ -94,7 +95,7 @@ def test_prune_bad_input_exits_2(case: str, trained: Path, tmp_path: Path):
         "missing": [str(tmp_path / "nowhere")],
         "no_spec": [str(tmp_path)],
         "native_recipe": [str(TINY / "prune_mlp.yaml")],
-        "all_units": [str(trained), "--epsilon", "100"],
+        "all_units": [str(trained), "--epsilon", "100", "--set", "prune.min_units=0"],
         "bad_key": [str(trained), "--set", "prune.criterion=entropy"],
     }[case]
     needle = {"missing": "nowhere", "no_spec": "spec.json", "native_recipe": "netsize train",
@@ -157,3 +158,17 @@ def test_prune_refuses_a_pickle_that_runs_code(tmp_path: Path):
     result = runner.invoke(app, ["prune", str(_timm_recipe(tmp_path, weights)), "--out", str(out)])
     assert result.exit_code == 2, result.output
     assert "evil.pt" in result.output and not marker.exists()
+
+
+def test_default_epsilons_and_min_units(trained: Path, tmp_path: Path):
+    """Without prune.epsilon: the measured defaults for netsize's networks (the claimed regime,
+    epsilon 1.0-1.05, included), shares of channels for timm/torchvision; a group never
+    vanishes by default, even at an epsilon far above every unit's score."""
+    cfg = PruneConfig()
+    assert cfg.epsilon is None and cfg.epsilons() == NATIVE_EPSILONS
+    assert {1.0, 1.05} <= set(cfg.epsilons()) and cfg.min_units == 1
+    assert all(0.0 < e < 1.0 for e in cfg.epsilons(foreign=True))
+    assert PruneConfig(epsilon=[0.3]).epsilons(foreign=True) == [0.3]
+    result = runner.invoke(app, ["prune", str(trained), "--epsilon", "100", "--set",
+                                 "prune.control=false", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output

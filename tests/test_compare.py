@@ -11,12 +11,15 @@ from typer.testing import CliRunner
 
 from netsize.cli import app
 from netsize.compare import (
+    anytime_metric,
     check_requirement,
     check_target,
     hypervolume,
+    join_curves,
     mark_front,
     params_to_reach,
     summarise,
+    sweep_coverage,
 )
 from netsize.errors import UserError
 from netsize.report import pareto_front
@@ -89,6 +92,29 @@ def test_spread_over_seeds():
     assert summary.hypervolume_std == pytest.approx(abs(volumes[0] - volumes[1]) / 2)
 
 
+def test_anytime_metric_by_hand():
+    # 10 FLOPs at 0.5, then 30 at max(0.5, 0.4) (a dip keeps the best so far), then 60 at 0.9
+    assert anytime_metric([(10, 0.5), (40, 0.4), (100, 0.9)]) == pytest.approx(
+        (10 * 0.5 + 30 * 0.5 + 60 * 0.9) / 100)
+    assert anytime_metric([(5, 0.7)]) == pytest.approx(0.7)
+    assert math.isnan(anytime_metric([]))
+    # a sweep: the second run's FLOPs start where the first ended
+    assert join_curves([[(10, 0.5), (20, 0.6)], [(5, 0.3), (30, 0.8)]]) == [
+        (10, 0.5), (20, 0.6), (25, 0.3), (50, 0.8)]
+    # the same accuracy reached with less compute, then kept, ranks higher
+    assert anytime_metric([(10, 0.9), (100, 0.9)]) > anytime_metric([(90, 0.5), (100, 0.9)])
+
+
+def test_anytime_in_summaries_is_the_mean_over_seeds():
+    rows = _pts((10, 0.5), seed=0) + _pts((10, 0.7), seed=1)
+    curves = {("m", 0): [(10, 0.2), (20, 0.5)], ("m", 1): [(10, 0.7)]}
+    (summary,), _ = summarise(rows, {}, [], curves)
+    assert summary.anytime == pytest.approx((0.35 + 0.7) / 2)
+    assert summary.anytime_std == pytest.approx(0.175)
+    (no_curve,), _ = summarise(rows, {}, [])
+    assert math.isnan(no_curve.anytime)
+
+
 @pytest.fixture(scope="module")
 def saved_runs(tmp_path_factory) -> list[Path]:
     root = tmp_path_factory.mktemp("runs")
@@ -112,12 +138,21 @@ def test_comparing_saved_runs_trains_nothing(saved_runs, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert {m["method"] for m in summary["methods"]} == {"grow-senn", "fixed"}
-    for name in ("points.csv", "points.json", "front.png", "report.md"):
+    for name in ("points.csv", "points.json", "front.png", "report.md", "methods.csv"):
         assert (out / name).is_file()
     points = json.loads((out / "points.json").read_text())
     assert any(p["on_front"] for p in points)
     # the plot's y axis is named after the runs' metric, read from their fronts
     assert json.loads((out / "front.json").read_text())["metric"] == "accuracy"
+    # the anytime metric from each run's metrics (train_flops so far, val_metric per epoch)
+    for method, folder in zip(("grow-senn", "fixed"), saved_runs, strict=True):
+        metrics = json.loads((folder / "metrics.json").read_text())
+        expected = anytime_metric([(m["train_flops"], m["val_metric"]) for m in metrics])
+        mine = next(m for m in summary["methods"] if m["method"] == method)
+        assert mine["anytime"] == pytest.approx(expected)
+        assert 0.0 < mine["anytime"] <= max(m["val_metric"] for m in metrics)
+    assert "anytime" in (out / "methods.csv").read_text().splitlines()[0]
+    assert "Anytime" in (out / "report.md").read_text()
 
 
 @pytest.mark.parametrize(("gate", "code"), [
@@ -182,5 +217,18 @@ def test_compare_a_recipe_runs_every_method(tmp_path):
     methods = {m["method"]: m for m in summary["methods"]}
     assert set(methods) == {"fixed", "grow-senn", "grow-gradmax", "prune"}
     assert all(m["train_flops"] > 0 for m in methods.values())
+    assert all(0.0 < m["anytime"] <= 1.0 for m in methods.values())  # every method has a curve
     points = json.loads((out / "points.json").read_text())
     assert {p["seed"] for p in points} == {0, 1}
+
+
+def test_sweep_coverage_of_the_grown_sizes():
+    grown = _pts((100, 0.5), (400, 0.8), method="grow-senn")
+    wide = _pts((100, 0.5), (200, 0.6), (300, 0.7), (500, 0.9), method="fixed")
+    (line,) = sweep_coverage(grown + wide)
+    assert "100-500" in line and "from 100 to 400: covered" in line
+    short = _pts((100, 0.5), (200, 0.6), (300, 0.7), (400, 0.9), method="fixed")
+    assert "not covered" in sweep_coverage(grown + short)[0]  # not beyond the final size
+    few = _pts((100, 0.5), (500, 0.9), method="fixed")
+    assert "not covered" in sweep_coverage(grown + few)[0]  # fewer than 4 sizes
+    assert sweep_coverage(grown) == []

@@ -267,6 +267,20 @@ def test_synthetic_teacher_student() -> None:
     assert a.y_train.std() > 0.1  # the teacher is not degenerate
 
 
+def test_teacher_weights_uniform_as_in_gradmax() -> None:
+    """teacher_init uniform draws U[-1, 1] weights: with one input, one hidden unit and one
+    output, y = relu(w1 x) w2 gives |y / x| = |w1 w2| <= 1 wherever y != 0, the same inputs
+    as the normal teacher, and other targets."""
+    common = dict(source="synthetic", n_samples=200, in_features=1, teacher_hidden=1,
+                  out_features=1)
+    uniform = load_data(SyntheticData(**common, teacher_init="uniform"), 0)
+    normal = load_data(SyntheticData(**common), 0)
+    x, y = uniform.x_train[:, 0], uniform.y_train[:, 0]
+    assert torch.equal(x, normal.x_train[:, 0]) and not torch.equal(y, normal.y_train[:, 0])
+    ratio = (y[y != 0] / x[y != 0]).abs()
+    assert len(ratio) > 0 and torch.allclose(ratio, ratio[0]) and float(ratio[0]) <= 1.0
+
+
 # ------------------------------------------------------------------------------------ augmentation
 def images(n: int = 64) -> torch.Tensor:
     return torch.rand(n, 3, 8, 8, generator=torch.Generator().manual_seed(0))

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from graphs import Nodes, batch, make
 from torch import Tensor, nn
 
-from netsize.graph import grow, scores
+from netsize.graph import grow, presets, scores
 from netsize.graph.build import GraphNet
 from netsize.graph.groups import Group, find_groups
 from netsize.graph.spec import GraphSpec
@@ -396,3 +396,41 @@ def test_growth_after_training_steps_keeps_the_function():
                               torch.Generator().manual_seed(1))
     _assert_preserved(net, c, x)
     assert c.spec.params() > b.spec.params() > a.spec.params() > spec.params()
+
+
+@pytest.mark.parametrize("init", ["gradmax", "random", "zero_out"])
+def test_width_events_record_the_new_fan_in_gradient(init: str):
+    """The event's fanin_grad_norm is autograd's gradient norm of the new fan-in on the batch
+    (a biasless MLP, GradMax's teacher-student student): zero for a zero fan-out, at least
+    random orthonormal fan-outs' for GradMax (checked above), positive otherwise."""
+    spec = presets.mlp((6,), 3, [5], bias=False)
+    assert not any(n.endswith("bias") for n, _ in make(spec).named_parameters())
+    net, x = make(spec), batch(spec, 16)
+    y = torch.randn(16, 3, generator=torch.Generator().manual_seed(3), dtype=F64)
+    cfg = GrowConfig(init=init, increment=2, candidates=["width"])
+    cand = grow.candidates(spec, cfg, 0, seed=0)[0]
+    grown, index_map, record = GraphMoves.apply(net, cand, cfg, (x, y, "regression"),
+                                                torch.Generator().manual_seed(0))
+    expected = float(_fanin_grad(grown, index_map, x, y, "regression").norm())
+    assert record["fanin_grad_norm"] == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    assert (expected == 0.0) == (init == "zero_out")
+
+
+def test_gradmax_matrix_is_the_papers_closed_form_on_a_biasless_mlp():
+    """GradMax's M for a hidden layer of an MLP read by the output layer is
+    mean_n (dL/dz_out,n) x_n^T (f'(0) = 1); with 0.5 |out - y|^2 per example, dL/dz_out,n =
+    out_n - y_n. The fan-out GradMax applies is M's top left singular vector, scaled."""
+    spec = presets.mlp((6,), 3, [5], bias=False)
+    net, x = make(spec), batch(spec, 32)
+    y = torch.randn(32, 3, generator=torch.Generator().manual_seed(3), dtype=F64)
+    with torch.no_grad():
+        closed = (net(x) - y).T @ x / len(x)  # (out, in)
+    group = find_groups(spec)[0]
+    probe = _probe(net, group, 1, x, y, "regression")
+    torch.testing.assert_close(scores.gradmax_matrix(probe), closed, atol=1e-12, rtol=0)
+    top = torch.linalg.svd(closed)[0][:, 0]
+    _, grown, index_map = grow.grow_width(net, group, 1, "gradmax", SCALE, (x, y, "regression"),
+                                          torch.Generator().manual_seed(0))
+    new_column = grown.ops["fc2"].weight[:, index_map["ops.fc2.weight"].index[1] < 0][:, 0]
+    target = SCALE * float(_old_fanout_norms(net, group).mean())
+    torch.testing.assert_close(new_column.abs(), target * top.abs(), atol=1e-10, rtol=0)

@@ -73,7 +73,7 @@ def prune(
         return
     run_dir = out or new_run_dir(Path("results") / "prune" / original.name, original.recipe.seed)
     console.print(f"netsize prune [bold]{target}[/] on {torch_device} -> {run_dir}")
-    steps = 2 * len(original.recipe.prune.epsilon)
+    steps = 2 * len(original.recipe.prune.epsilons(original.foreign))
     progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"),
                         TimeElapsedColumn(), TextColumn("{task.completed}/{task.total}"),
                         console=console)

@@ -51,20 +51,17 @@ def prune_table(rows: list[Point], run_dir: Path) -> Table:
 
 
 def compare_tables(summaries: list[MethodSummary], folder: Path) -> list[Table]:
-    """The methods' fronts and compute; and, when the recipe names target metrics, the fewest
-    parameters reaching each (a second table, so both fit 80 columns)."""
-    main = _table("netsize compare", "" if summaries[0].reach else f"outputs in {folder}",
-                  ["method", "points", "hypervolume", "best", "params", "FLOPs", "wall s"])
+    """Two tables that each fit 80 columns: the methods' fronts (hypervolume, anytime metric,
+    best checkpoint), then their compute and the fewest parameters reaching each target."""
+    fronts = _table("netsize compare: fronts", "", ["method", "points", "hypervolume",
+                                                    "anytime", "best", "params at best"])
     for s in summaries:
-        main.add_row(s.method, str(s.points), f"{s.hypervolume:.4f} ± {s.hypervolume_std:.4f}",
-                     f"{s.best_metric:.4f}", f"{s.params_at_best:,}", _sci(s.train_flops),
-                     f"{s.wall_seconds:.1f}")
-    if not summaries[0].reach:
-        return [main]
+        fronts.add_row(s.method, str(s.points), f"{s.hypervolume:.4f} ± {s.hypervolume_std:.4f}",
+                       f"{s.anytime:.4f}", f"{s.best_metric:.4f}", f"{s.params_at_best:,}")
     targets = list(summaries[0].reach)
-    reach = _table("parameters to reach", f"outputs in {folder}",
-                   ["method", *(f">= {t}" for t in targets)])
+    compute = _table("compute, and parameters to reach a metric", f"outputs in {folder}",
+                     ["method", "train FLOPs", "wall s", *(f">= {t}" for t in targets)])
     for s in summaries:
-        reach.add_row(s.method, *(f"{s.reach[t]:,}" if s.reach[t] is not None else "-"
-                                  for t in targets))
-    return [main, reach]
+        compute.add_row(s.method, _sci(s.train_flops), f"{s.wall_seconds:.1f}",
+                        *(f"{s.reach[t]:,}" if s.reach[t] is not None else "-" for t in targets))
+    return [fronts, compute]

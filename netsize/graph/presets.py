@@ -55,14 +55,14 @@ class Builder:
 
 
 def mlp(input_shape: Shape, n_outputs: int, hidden: list[int], act: str = "relu",
-        norm: str = "none", dropout: float = 0.0) -> GraphSpec:
+        norm: str = "none", dropout: float = 0.0, bias: bool = True) -> GraphSpec:
     flat = 1
     for dim in input_shape:
         flat *= dim
     b, x = Builder(act, norm), "input"
     for width in hidden:
-        x = b.dropout(b.act(b.norm(b.linear(x, width))), dropout)
-    b.linear(x, n_outputs)
+        x = b.dropout(b.act(b.norm(b.linear(x, width, bias))), dropout)
+    b.linear(x, n_outputs, bias)
     return b.spec((flat,), n_outputs)
 
 

@@ -106,6 +106,29 @@ def eta(net: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str, damping: fl
     return natural_score(torch.cat([g.flatten(1) for g in grads.values()], dim=1), damping)
 
 
+def fanin_grad_norm(grown: nn.Module, producers: list[str], index_map: IndexMap,
+                    x: torch.Tensor, y: torch.Tensor, task: str) -> float:
+    """Frobenius norm of the gradient of the mean loss (eval mode) with respect to the new
+    units' fan-in weights (the new rows of every producer's weight): what GradMax maximises,
+    recorded with each width event so initialisers can be compared on it."""
+    params = dict(grown.named_parameters())
+    names = [f"ops.{p}.weight" for p in producers]
+    was_training = grown.training
+    grown.eval()
+    try:
+        with torch.enable_grad():
+            loss = per_example_loss(grown(x), y, task).mean()
+            grads = torch.autograd.grad(loss, [params[n] for n in names])
+    finally:
+        grown.train(was_training)
+    total = 0.0
+    for name, g in zip(names, grads, strict=True):
+        mask = new_entries(index_map, name)
+        new = g if mask is None else g[_broadcast(mask, g.shape)]
+        total += float(new.double().pow(2).sum())
+    return total**0.5
+
+
 def output_grad_norm(net: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str) -> float:
     """mean_n |dl_n/dy_n|^2, SENN's yardstick for the absolute threshold alpha."""
     was_training = net.training

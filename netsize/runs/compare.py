@@ -18,7 +18,15 @@ from typing import Any
 import torch
 import yaml
 
-from netsize.compare import MethodSummary, check_requirement, check_target, mark_front, summarise
+from netsize.compare import (
+    MethodSummary,
+    check_requirement,
+    check_target,
+    join_curves,
+    mark_front,
+    summarise,
+    sweep_coverage,
+)
 from netsize.data import Splits, load_data
 from netsize.errors import UserError
 from netsize.files import atomic_write_text, write_csv, write_json
@@ -34,6 +42,9 @@ from netsize.runs.prune import Original, run_prune
 METHODS = ("fixed", "grow-senn", "grow-gradmax", "grow-random", "prune")
 POINT_COLUMNS = ["method", "seed", "tag", "params", "val_metric", "test_metric", "on_front",
                  "on_method_front", "path"]
+# methods.csv: one row per method (numbers; the parameters to reach each target follow)
+METHOD_COLUMNS = ["method", "points", "hypervolume", "hypervolume_std", "anytime", "anytime_std",
+                  "best_metric", "params_at_best", "train_flops", "wall_seconds"]
 
 
 @dataclass
@@ -113,12 +124,29 @@ def _run_prune(recipe: Recipe, splits: Splits, root: Path, device: torch.device,
     folder = root / "prune"
     rows = run_prune(original, splits, folder, device=device).rows
     source_summary = json.loads((source / "summary.json").read_text())
-    finetune = sum(3.0 * r["flops"] * len(splits.x_train) * recipe.prune.finetune_epochs
-                   for r in rows if r["variant"] == "pruned+transfer")
+    transfers = [r for r in rows if r["variant"] == "pruned+transfer"]
+    finetunes = [3.0 * r["flops"] * len(splits.x_train) * recipe.prune.finetune_epochs
+                 for r in transfers]
     seconds = source_summary["wall_seconds"] + time.perf_counter() - started
-    write_json(folder / "compute.json", {"train_flops": source_summary["train_flops"] + finetune,
+    write_json(folder / "compute.json", {"train_flops": source_summary["train_flops"]
+                                         + sum(finetunes),
                                          "wall_seconds": seconds,
-                                         "note": "the original's training plus fine-tuning"})
+                                         "note": "the original's training plus fine-tuning",
+                                         "curve": _prune_curve(source, transfers, finetunes)})
+
+
+def _prune_curve(source: Path, transfers: list[Any],
+                 finetunes: list[float]) -> list[tuple[float, float]]:
+    """The original's training curve, then each transfer's fine-tuning (its FLOPs) ending at
+    its validation metric: the prune method's compute in the order it is spent."""
+    curve = training_curve(source)
+    if not curve:
+        return []
+    spent = curve[-1][0]
+    for row, flops in zip(transfers, finetunes, strict=True):
+        spent += flops
+        curve.append((spent, float(row["val_metric"])))
+    return curve
 
 
 def run_methods(recipe: Recipe, methods: Sequence[str], seeds: int, out: Path,
@@ -168,11 +196,13 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, *,
     rows: list[Point] = [r for p in parts for r in p["rows"]]
     if not rows:
         raise UserError("the folders hold no checkpoints to compare.")
-    summaries, ref = summarise(rows, _compute(parts), list(targets))
+    curves = {(p["method"], p["seed"]): p["curve"] for p in parts}
+    summaries, ref = summarise(rows, _compute(parts), list(targets), curves)
     checks = [check_requirement(text, summaries) for text in require]
     if min_metric is not None or max_params is not None:
         checks.append(check_target(rows, min_metric, max_params))
-    result = CompareResult(Path(out), summaries, ref, checks, claims(summaries), warnings)
+    result = CompareResult(Path(out), summaries, ref, checks,
+                           claims(summaries) + sweep_coverage(rows), warnings)
     _write(result, rows, metric_name(run_dirs))
     return result
 
@@ -191,10 +221,14 @@ def _write(result: CompareResult, rows: list[Point], metric: str) -> None:
     write_csv(folder / "points.csv", marked, POINT_COLUMNS)
     write_json(folder / "points.json", marked)
     write_json(folder / "summary.json", result.as_dict())
+    reach = [f"params@{t}" for t in (result.summaries[0].reach if result.summaries else {})]
+    write_csv(folder / "methods.csv",
+              [{**vars(s), **{f"params@{t}": v for t, v in s.reach.items()}}
+               for s in result.summaries], METHOD_COLUMNS + reach)
     write_front(folder, rows, POINT_COLUMNS, "netsize compare: Pareto fronts (all seeds pooled;"
                 " dots: every checkpoint)", metric, group_by="method")
     atomic_write_text(folder / "report.md",
-                      report(result.summaries, result.reference, result.gates))
+                      report(result.summaries, result.reference, result.gates, result.claims))
 
 
 def _compute(parts: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -213,8 +247,22 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
         return list(csv.DictReader(handle))
 
 
+def _start_params(folder: Path) -> int:
+    return int(json.loads((folder / "summary.json").read_text()).get("start_params", 0))
+
+
 def _seed_of(folder: Path) -> int:
     return int(yaml.safe_load((folder / "recipe.yaml").read_text()).get("seed", 0))
+
+
+def training_curve(folder: Path) -> list[tuple[float, float]]:
+    """(training FLOPs so far, validation metric) at each epoch end of a grow/train run; empty
+    for folders written before metrics.csv had the train_flops column."""
+    metrics = folder / "metrics.csv"
+    rows = _read_csv(metrics) if metrics.is_file() else []
+    if not rows or not rows[0].get("train_flops"):
+        return []
+    return [(float(r["train_flops"]), float(r["val_metric"])) for r in rows]
 
 
 def _grow_like(folder: Path) -> tuple[str, int, list[dict[str, Any]], float, float]:
@@ -234,6 +282,7 @@ def read_folder(folder: Path, label: str | None = None) -> dict[str, Any]:
     """A grow/train run, a prune run, or a method folder holding several runs (fixed sweep)."""
     if (folder / "summary.json").is_file() and (folder / "checkpoints.csv").is_file():
         method, seed, rows, flops, seconds = _grow_like(folder)
+        curve = training_curve(folder)
     elif (folder / "results.json").is_file():
         method, seed = "prune", _seed_of(folder)
         rows = [dict(r, tag=f"eps-{r['epsilon']:g}", path=str(folder / r["path"]))
@@ -243,6 +292,7 @@ def read_folder(folder: Path, label: str | None = None) -> dict[str, Any]:
         compute = json.loads(compute_file.read_text()) if compute_file.is_file() else {}
         flops = float(compute.get("train_flops", float("nan")))
         seconds = float(compute.get("wall_seconds", float("nan")))
+        curve = [(float(f), float(m)) for f, m in compute.get("curve", [])]
     else:
         subs = sorted(p for p in folder.iterdir() if (p / "summary.json").is_file()) \
             if folder.is_dir() else []
@@ -257,8 +307,12 @@ def read_folder(folder: Path, label: str | None = None) -> dict[str, Any]:
                 for r in p["rows"]]
         flops = sum(p["train_flops"] for p in parts)
         seconds = sum(p["wall_seconds"] for p in parts)
+        # the runs one after another, smallest first (as a sweep is made)
+        ordered = sorted(zip(subs, parts, strict=True), key=lambda sp: _start_params(sp[0]))
+        curve = [] if any(not p["curve"] for p in parts) else \
+            join_curves([p["curve"] for _, p in ordered])
     method = label or method
     for row in rows:
         row.update(method=method, seed=seed)
     return {"method": method, "seed": seed, "rows": rows, "train_flops": flops,
-            "wall_seconds": seconds}
+            "wall_seconds": seconds, "curve": curve}

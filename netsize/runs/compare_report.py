@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from netsize.compare import MethodSummary
@@ -13,6 +14,8 @@ def summary_rows(summaries: list[MethodSummary]) -> list[dict[str, Any]]:
     for s in summaries:
         row = {"method": s.method, "points": s.points,
                "hypervolume": f"{s.hypervolume:.4f} ± {s.hypervolume_std:.4f}",
+               # mean validation metric over the compute spent (netsize.compare.anytime_metric)
+               "anytime": "-" if math.isnan(s.anytime) else f"{s.anytime:.4f}",
                "best": f"{s.best_metric:.4f}", "params_at_best": s.params_at_best,
                "train_flops": f"{s.train_flops:.3g}", "wall_s": f"{s.wall_seconds:.1f}"}
         row.update({f"params@{t}": (v if v is not None else "-") for t, v in s.reach.items()})
@@ -37,16 +40,21 @@ def claims(summaries: list[MethodSummary]) -> list[str]:
 
 
 def report(summaries: list[MethodSummary], ref: tuple[float, float],
-           gates: list[tuple[bool, str]]) -> str:
+           gates: list[tuple[bool, str]], claim_lines: list[str] | None = None) -> str:
+    """report.md; claim_lines: the growth-against-sweep lines (default: claims(summaries))."""
     table = summary_rows(summaries)
     columns = [(k, k) for k in table[0]] if table else []
     lines = ["# netsize compare", "",
              f"Hypervolume: area dominated by each method's front with parameters on a log10 "
              f"axis, against one reference point ({ref[0]:,.0f} parameters, metric {ref[1]:g});"
-             " mean ± standard deviation over seeds. Compute: training FLOPs (3 x forward, per "
-             "seed, the prune method including its original's training) and wall time.", "",
+             " mean ± standard deviation over seeds. Anytime: the best validation metric reached "
+             "so far, averaged over the training FLOPs spent (runs of a sweep one after another,"
+             " smallest first; prune: its original's training, then each fine-tuning), mean "
+             "over seeds. Compute: training FLOPs (3 x forward, per seed, the prune method "
+             "including its original's training) and wall time.", "",
              markdown_table(table, columns), "", "## Growth against the fixed sweep", "",
-             *(claims(summaries) or ["(no fixed sweep in this comparison)"]), "",
+             *((claims(summaries) if claim_lines is None else claim_lines)
+               or ["(no fixed sweep in this comparison)"]), "",
              "![fronts](front.png)", ""]
     if gates:
         lines += ["## Gates", "", *[f"- {'pass' if ok else 'FAIL'}: {text}" for ok, text in gates],

@@ -22,6 +22,7 @@ from netsize import resume as resume_state
 from netsize.data import Splits, load_data
 from netsize.errors import UserError
 from netsize.files import atomic_write_text, write_csv, write_json
+from netsize.finish import add_finished, finish_sizes
 from netsize.io import save_checkpoint
 from netsize.preflight import check_data
 from netsize.recipe import Recipe, recipe_to_dict
@@ -29,7 +30,7 @@ from netsize.report import Point, grow_report, task_metric, write_front
 from netsize.train import Checkpoint, Reporter, RunSummary, SilentReporter, Trainer
 
 METRIC_COLUMNS = ["epoch", "step", "train_loss", "val_loss", "val_metric", "test_metric",
-                  "params", "flops", "lr", "seconds", "architecture"]
+                  "params", "flops", "train_flops", "lr", "seconds", "architecture"]
 POINT_COLUMNS = ["tag", "step", "epoch", "params", "flops", "val_metric", "test_metric", "path"]
 
 
@@ -104,6 +105,10 @@ def run_grow(recipe: Recipe, run_dir: str | Path, *, name: str = "run",
         writer.events = list(trainer.summary.events)
         _drop_checkpoints_after(run_dir, trainer.summary.checkpoints)
     summary = trainer.fit()
+    if recipe.grow.finish_epochs and recipe.grow.trigger != "none":
+        for done in finish_sizes(recipe, splits, torch.device(device), run_dir, summary,
+                                 observer):
+            add_finished(summary, done, writer)
     info = _summary_info(name, recipe, splits.task, summary, trainer)
     front = write_grow_outputs(run_dir, name, summary, info)
     resume_state.discard(run_dir)

@@ -113,7 +113,7 @@ def load_original(target: str | Path, recipe_path: str | Path | None = None,
     if cfg.weights is None:
         raise UserError(f"{target}: model.weights is required: the trained weights "
                         "(.safetensors, or a state_dict file).")
-    if any(not 0.0 < e < 1.0 for e in recipe.prune.epsilon):
+    if any(not 0.0 < e < 1.0 for e in recipe.prune.epsilons(foreign=True)):
         raise UserError(f"{target}: prune.epsilon is the share of channels removed for "
                         f"{cfg.kind} models and must lie strictly between 0 and 1.")
     if len(splits.input_shape) != 3:
@@ -222,7 +222,7 @@ def prune_rows(original: Original, splits: Splits, device: torch.device, run_dir
              "in_chans": splits.input_shape[0], "input_shape": list(splits.input_shape)}
     rows: list[Any] = [{"variant": "original", "epsilon": "", "path": "",
                         **measure(original.net, splits, device)}]
-    for eps in original.recipe.prune.epsilon:
+    for eps in original.recipe.prune.epsilons(original.foreign):
         pruned = prune_once(original, splits, eps, device)
         net = finetune(original, splits, device, pruned)
         row = {"variant": "pruned+transfer", "epsilon": eps,
