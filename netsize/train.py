@@ -27,6 +27,7 @@ from netsize.losses import batch_loss
 from netsize.model import count_flops, count_params
 from netsize.networks import build_network, moves_for
 from netsize.preflight import growth_params_limit, plan_network
+from netsize.step import Stepper
 from netsize.surgery import IndexMap, carry_optimizer_state
 
 if TYPE_CHECKING:
@@ -45,6 +46,9 @@ class TrainConfig(Strict):
     plateau_patience: int = Field(3, ge=0, le=MAX_EPOCHS)  # epochs without validation improvement
     plateau_factor: float = Field(0.5, gt=0.0, lt=1.0)
     eval_batch_size: int = Field(1024, ge=1, le=MAX_BATCH)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype of the training step
+    channels_last: bool = False  # NHWC conv weights and image batches
+    compile: bool = False  # torch.compile the training step (again after every growth event)
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self) -> TrainConfig:
@@ -96,6 +100,7 @@ class RunSummary:
     checkpoints: list[dict[str, Any]] = field(default_factory=list)  # metadata only
     wall_seconds: float = 0.0
     growth_seconds: float = 0.0  # scoring + surgery + optimizer rebuild
+    compile_seconds: float = 0.0  # first steps after each torch.compile (train.compile)
     train_flops: float = 0.0  # 3 x forward FLOPs x examples, summed over training steps
     final_spec: GraphSpec | None = None
     early_stopped: bool = False
@@ -120,7 +125,7 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: in
     return None
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str,
              batch: int = 1024) -> tuple[float, float]:
     """(mean loss, metric): accuracy for classification, R^2 (mean over targets) for regression."""
@@ -181,6 +186,7 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * recipe.train.epochs
         self.opt = make_optimizer(self.net, recipe.train)
         self.sched = make_scheduler(self.opt, recipe.train, self.total_steps)
+        self.stepper = Stepper(recipe.train, device)
         self.summary = RunSummary()
         self.step = self.epoch = 0
         self.best: tuple[float, Checkpoint] | None = None
@@ -283,13 +289,10 @@ class Trainer:
         s = self.splits
         xb, yb = s.x_train[idx], s.y_train[idx]
         xb = augment_batch(xb, self.recipe.data.augment, self.aug_gen) if s.is_image() else xb
-        loss = batch_loss(self.net(xb), yb, s.task)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        loss = self.stepper(self.net, self.opt, xb, yb, s.task)
         if isinstance(self.sched, torch.optim.lr_scheduler.CosineAnnealingLR):
             self.sched.step()
-        return loss.detach()
+        return loss
 
     def fit(self) -> RunSummary:
         """Train from the epoch after self.epoch (0 for a new run, later for a resumed one)."""
@@ -339,4 +342,5 @@ class Trainer:
         self.summary.checkpoints.append(point_of(best))
         self.reporter.checkpoint(best)
         self.summary.final_spec = getattr(self.net, "spec", None)
+        self.summary.compile_seconds = self.stepper.compile_seconds
         self.summary.wall_seconds = time.perf_counter() - started
