@@ -17,6 +17,7 @@ from rich.table import Table
 
 from netsize.cli.common import console
 from netsize.compare import MethodSummary
+from netsize.measure import NOISY
 from netsize.report import Point
 from netsize.runs.compare_report import summary_rows
 from netsize.runs.study import StudyProgress
@@ -81,15 +82,25 @@ def front_table(front: list[Point], caption: str, title: str) -> Table:
     return table
 
 
+def _latency_cell(row: Point, key: str) -> str:
+    """'-' when latency was left out; a trailing '?' when its repeats spread over NOISY."""
+    value = row.get(key)
+    if not isinstance(value, float):
+        return "-"
+    return f"{value:.3f}" + ("?" if (row.get("latency_spread") or 1.0) > NOISY else "")
+
+
 def prune_table(rows: list[Point], run_dir: Path) -> Table:
+    noisy = any((r.get("latency_spread") or 1.0) > NOISY for r in rows)
     table = Table(title="original / pruned+transfer / from-scratch",
-                  caption=f"outputs in {run_dir}")
+                  caption=(f"?: latency repeats spread over {NOISY:g}x (noisy); " if noisy
+                           else "") + f"outputs in {run_dir}")
     table.add_column("variant", no_wrap=True)
     for header in ("eps", "params", "FLOPs", "ms b1", "ms b64", "val", "test"):
         table.add_column(header, justify="right", no_wrap=True)
     for r in rows:
         table.add_row(r["variant"], str(r["epsilon"]), f"{r['params']:,}", f"{r['flops']:,}",
-                      f"{r['latency_b1_ms']:.3f}", f"{r['latency_b64_ms']:.3f}",  # type: ignore
+                      _latency_cell(r, "latency_b1_ms"), _latency_cell(r, "latency_b64_ms"),  # type: ignore
                       f"{r['val_metric']:.4f}", f"{r['test_metric']:.4f}")
     return table
 
