@@ -153,3 +153,22 @@ def test_compare_a_recipe_runs_every_method(tmp_path):
     assert all(m["train_flops"] > 0 for m in methods.values())
     points = json.loads((out / "points.json").read_text())
     assert {p["seed"] for p in points} == {0, 1}
+
+
+def test_wall_time_only_where_the_runs_were_timed_alike(saved_runs, tmp_path):
+    import math
+    import shutil
+
+    from netsize.runs.compare import compare_runs
+    from netsize.runs.compare_report import summary_rows
+
+    same = compare_runs(saved_runs, tmp_path / "same")
+    assert all(math.isfinite(s.wall_seconds) for s in same.summaries)
+    other = tmp_path / "other"
+    shutil.copytree(saved_runs[1], other)
+    summary = json.loads((other / "summary.json").read_text())
+    summary["timing"]["threads"] += 7  # as if timed with other threads (or elsewhere)
+    (other / "summary.json").write_text(json.dumps(summary))
+    mixed = compare_runs([saved_runs[0], other], tmp_path / "mixed")
+    assert all(math.isnan(s.wall_seconds) for s in mixed.summaries)
+    assert {row["wall_s"] for row in summary_rows(mixed.summaries)} == {"-"}

@@ -27,7 +27,7 @@ from netsize.preflight import check_data
 from netsize.recipe import Recipe, derive
 from netsize.report import Point, write_front
 from netsize.runs.compare_report import claims, report
-from netsize.runs.grow import run_grow
+from netsize.runs.grow import run_grow, timing
 from netsize.runs.prune import Original, run_prune
 
 METHODS = ("fixed", "grow-senn", "grow-gradmax", "grow-random", "prune")
@@ -114,7 +114,7 @@ def _run_prune(recipe: Recipe, splits: Splits, root: Path, device: torch.device,
                    for r in rows if r["variant"] == "pruned+transfer")
     seconds = source_summary["wall_seconds"] + time.perf_counter() - started
     write_json(folder / "compute.json", {"train_flops": source_summary["train_flops"] + finetune,
-                                         "wall_seconds": seconds,
+                                         "wall_seconds": seconds, "timing": timing(device),
                                          "note": "the original's training plus fine-tuning"})
 
 
@@ -194,12 +194,16 @@ def _write(result: CompareResult, rows: list[Point]) -> None:
 
 
 def _compute(parts: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Mean training FLOPs and wall seconds per method over its seeds."""
+    """Mean training FLOPs and wall seconds per method over its seeds. Wall seconds are NaN
+    (shown as '-') unless every run was timed on one host, device and thread count."""
+    comparable = len({json.dumps(p["timing"], sort_keys=True) for p in parts}) == 1 \
+        and parts[0]["timing"] is not None
     out: dict[str, dict[str, float]] = {}
     for method in {p["method"] for p in parts}:
         mine = [p for p in parts if p["method"] == method]
         out[method] = {"flops": statistics.fmean(p["train_flops"] for p in mine),
-                       "seconds": statistics.fmean(p["wall_seconds"] for p in mine)}
+                       "seconds": statistics.fmean(p["wall_seconds"] for p in mine)
+                       if comparable else float("nan")}
     return out
 
 
@@ -211,6 +215,11 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
 
 def _seed_of(folder: Path) -> int:
     return int(yaml.safe_load((folder / "recipe.yaml").read_text()).get("seed", 0))
+
+
+def _timing(folder: Path) -> Any:
+    """The timing a grow/train run recorded (None for runs written before it was)."""
+    return json.loads((folder / "summary.json").read_text()).get("timing")
 
 
 def _grow_like(folder: Path) -> tuple[str, int, list[dict[str, Any]], float, float]:
@@ -230,6 +239,7 @@ def read_folder(folder: Path, label: str | None = None) -> dict[str, Any]:
     """A grow/train run, a prune run, or a method folder holding several runs (fixed sweep)."""
     if (folder / "summary.json").is_file() and (folder / "checkpoints.csv").is_file():
         method, seed, rows, flops, seconds = _grow_like(folder)
+        when = _timing(folder)
     elif (folder / "results.json").is_file():
         method, seed = "prune", _seed_of(folder)
         rows = [dict(r, tag=f"eps-{r['epsilon']:g}", path=str(folder / r["path"]))
@@ -239,6 +249,7 @@ def read_folder(folder: Path, label: str | None = None) -> dict[str, Any]:
         compute = json.loads(compute_file.read_text()) if compute_file.is_file() else {}
         flops = float(compute.get("train_flops", float("nan")))
         seconds = float(compute.get("wall_seconds", float("nan")))
+        when = compute.get("timing")
     else:
         subs = sorted(p for p in folder.iterdir() if (p / "summary.json").is_file()) \
             if folder.is_dir() else []
@@ -251,8 +262,10 @@ def read_folder(folder: Path, label: str | None = None) -> dict[str, Any]:
         rows = [r for p in parts for r in p["rows"]]
         flops = sum(p["train_flops"] for p in parts)
         seconds = sum(p["wall_seconds"] for p in parts)
+        timings = {json.dumps(p["timing"], sort_keys=True) for p in parts}
+        when = json.loads(timings.pop()) if len(timings) == 1 else None  # when they agree
     method = label or method
     for row in rows:
         row.update(method=method, seed=seed)
     return {"method": method, "seed": seed, "rows": rows, "train_flops": flops,
-            "wall_seconds": seconds}
+            "wall_seconds": seconds, "timing": when}

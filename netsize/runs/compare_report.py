@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from netsize.compare import MethodSummary
@@ -14,7 +15,8 @@ def summary_rows(summaries: list[MethodSummary]) -> list[dict[str, Any]]:
         row = {"method": s.method, "points": s.points,
                "hypervolume": f"{s.hypervolume:.4f} ± {s.hypervolume_std:.4f}",
                "best": f"{s.best_metric:.4f}", "params_at_best": s.params_at_best,
-               "train_flops": f"{s.train_flops:.3g}", "wall_s": f"{s.wall_seconds:.1f}"}
+               "train_flops": f"{s.train_flops:.3g}",
+               "wall_s": "-" if math.isnan(s.wall_seconds) else f"{s.wall_seconds:.1f}"}
         row.update({f"params@{t}": (v if v is not None else "-") for t, v in s.reach.items()})
         rows.append(row)
     return rows
@@ -44,7 +46,8 @@ def report(summaries: list[MethodSummary], ref: tuple[float, float],
              f"Hypervolume: area dominated by each method's front with parameters on a log10 "
              f"axis, against one reference point ({ref[0]:,.0f} parameters, metric {ref[1]:g});"
              " mean ± standard deviation over seeds. Compute: training FLOPs (3 x forward, per "
-             "seed, the prune method including its original's training) and wall time.", "",
+             "seed, the prune method including its original's training) and wall time (shown "
+             "only when every run was timed on one host, device and thread count).", "",
              markdown_table(table, columns), "", "## Growth against the fixed sweep", "",
              *(claims(summaries) or ["(no fixed sweep in this comparison)"]), "",
              "![fronts](front.png)", ""]
