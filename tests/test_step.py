@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,18 @@ def test_a_compiled_network_grows_and_keeps_training(backend: str,
     assert all(torch.isfinite(torch.tensor(losses)))
     assert all(not torch.equal(a, b) for a, b in zip(start, grown.parameters(), strict=True)
                if a.dim() > 1)  # every weight matrix, new units' included, has moved
+
+
+def test_resuming_keeps_the_fp16_loss_scale():
+    from netsize import resume
+
+    recipe = load_recipe(TINY / "mlp_iris.yaml", ["train.precision=fp16", "grow.trigger=none"])
+    splits = load_data(recipe.data, recipe.seed)
+    trainer = Trainer(recipe, splits, torch.device("cpu"))
+    trainer.train_step(torch.arange(16))
+    assert trainer.stepper.scaler is not None
+    trainer.stepper.scaler.update(1024.0)  # as if overflows had lowered it
+    tensors, state = resume.capture(trainer, {"recipe": {}, "name": "t"})
+    again = Trainer(recipe, splits, torch.device("cpu"))
+    resume.restore(again, tensors, json.loads(json.dumps(state)), Path("run"))
+    assert again.stepper.scaler is not None and again.stepper.scaler.get_scale() == 1024.0
