@@ -4,7 +4,7 @@ Runs a recipe (recipes/digits.yaml by default) through `Trainer.fit()` as is, th
 process, the same recipe with grow.trigger=none (a fixed network, training only). It prints both
 side by side: wall time (`RunSummary.wall_seconds`: the whole fit, including the per-epoch
 evaluation), growth time (`RunSummary.growth_seconds`: scoring + surgery + optimizer rebuild) and
-the share growth / wall against the goal "<= 5%", plus the number of growth events, the best
+the share growth / wall against the goal "<= 3%", plus the number of growth events, the best
 validation metric (accuracy for classification) and the final size.
 
 To split growth time into its parts, the script wraps three functions of the growth core with
@@ -48,7 +48,7 @@ from netsize.train import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RECIPE = ROOT / "recipes" / "digits.yaml"
-GOAL = 0.05
+GOAL = 0.03  # the goal on recipes/fashion_mnist.yaml
 
 
 class Timed:
@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         ("wall time (fit)", *(f"{r['wall_seconds']:.2f}s" for r in (grown, fixed))),
         ("growth time", *(f"{r['growth_seconds']:.2f}s" for r in (grown, fixed))),
-        ("growth share (goal <= 5%)", *(f"{100 * r['growth_share']:.1f}%" for r in (grown, fixed))),
+        (f"growth share (goal <= {100 * GOAL:.0f}%)",
+         *(f"{100 * r['growth_share']:.1f}%" for r in (grown, fixed))),
         ("wall - growth", *(f"{r['other_seconds']:.2f}s" for r in (grown, fixed))),
         ("  senn checks (senn_check)", *(per(r["check_seconds"], r["checks"])
                                          for r in (grown, fixed))),

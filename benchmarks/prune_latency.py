@@ -3,11 +3,14 @@
 Models: the digits MLP of recipes/digits_mlp.yaml (trained here with `run_grow` into a temporary
 folder, read back with `load_original`, pruned by variability at one epsilon and transferred),
 timm resnet18 and torchvision mobilenet_v3_small (random weights, 3x64x64 inputs, half their
-channels removed by magnitude through Torch-Pruning). Latency is the median forward time over 50
-runs after 10 warm-up runs, at batch 1 and 64.
+channels removed by magnitude through Torch-Pruning). Latency is measured as `netsize prune`
+measures it (`netsize.measure.latencies`): each model warmed up, then --rounds rounds alternating
+the original and the pruned model, each round the median of --repeats forward passes; the table
+gives the median over rounds and the spread (max / min of the rounds; above 1.5x the row is
+marked noisy), at batch 1 and 64.
 
     python benchmarks/prune_latency.py [--threads 1] [--json out.json]
-    python benchmarks/prune_latency.py --quick     # one round per model instead of 3 (noisier)
+    python benchmarks/prune_latency.py --rounds 3     # fewer rounds (quicker, noisier)
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from torch import nn
 
 from netsize import derive, foreign, load_original, load_recipe, run_grow
 from netsize.architecture import ForeignModelConfig
-from netsize.measure import size_row
+from netsize.measure import NOISY, latencies, size_row
 from netsize.runs.prune import prune_once
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,17 +53,24 @@ def foreign_pair(kind: str, name: str) -> tuple[nn.Module, nn.Module, tuple[int,
     return model, small, shape
 
 
-def compare(label: str, pair: tuple[nn.Module, nn.Module, tuple[int, ...]],
-            rounds: int = 3) -> dict[str, Any]:
-    """Alternate the two models `rounds` times; keep each one's fastest median (least noise)."""
+def compare(label: str, pair: tuple[nn.Module, nn.Module, tuple[int, ...]], rounds: int,
+            repeats: int) -> dict[str, Any]:
+    """Both models' sizes, and their latencies timed together (alternating rounds)."""
     original, pruned, shape = pair
-    before, after = size_row(original.cpu(), shape), size_row(pruned.cpu(), shape)
-    for _ in range(rounds - 1):
-        for row, model in ((before, original), (after, pruned)):
-            again = size_row(model, shape)
-            for key in ("latency_b1_ms", "latency_b64_ms"):
-                row[key] = min(row[key], again[key])
-    return {"model": label, "original": before, "pruned": after}
+    models = [original.cpu(), pruned.cpu()]
+    rows = [size_row(m, shape) for m in models]
+    for batch in (1, 64):
+        for row, lat in zip(rows, latencies(models, shape, batch, rounds, repeats), strict=True):
+            row[f"latency_b{batch}_ms"], row[f"spread_b{batch}"] = lat.ms, lat.spread
+    return {"model": label, "original": rows[0], "pruned": rows[1]}
+
+
+def _cell(before: dict[str, Any], after: dict[str, Any], batch: int, digits: int) -> str:
+    """'a -> b' in ms, a '?' after a value whose rounds spread over NOISY."""
+    def one(row: dict[str, Any]) -> str:
+        mark = "?" if row[f"spread_b{batch}"] > NOISY else ""
+        return f"{row[f'latency_b{batch}_ms']:.{digits}f}{mark}"
+    return f"{one(before)} -> {one(after)}"
 
 
 def main() -> None:
@@ -68,29 +78,31 @@ def main() -> None:
     parser.add_argument("--epsilon", type=float, default=1.05, help="digits MLP epsilon")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--quick", action="store_true",
-                        help="time each model in 1 round instead of 3 (same models, noisier)")
+    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds per model")
+    parser.add_argument("--repeats", type=int, default=20, help="forward passes per round")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    rounds = 1 if args.quick else 3
-    rows = [compare(f"digits MLP (eps {args.epsilon})", digits_pair(args.epsilon), rounds),
-            compare("timm resnet18 (50% channels)", foreign_pair("timm", "resnet18"), rounds),
+    timing = (args.rounds, args.repeats)
+    rows = [compare(f"digits MLP (eps {args.epsilon})", digits_pair(args.epsilon), *timing),
+            compare("timm resnet18 (50% channels)", foreign_pair("timm", "resnet18"), *timing),
             compare("torchvision mobilenet_v3_small (50%)",
-                    foreign_pair("torchvision", "mobilenet_v3_small"), rounds)]
+                    foreign_pair("torchvision", "mobilenet_v3_small"), *timing)]
     threads = torch.get_num_threads()
     table = Table(title=f"CPU latency, original vs pruned (torch threads: {threads})")
-    for col in ("model", "params", "FLOPs/example", "ms batch 1", "speed-up", "ms batch 64",
-                "speed-up"):
+    table.caption = (f"ms: median of {args.rounds} alternating rounds of {args.repeats} passes; "
+                     f"spread: max / min of the rounds, both models (?: over {NOISY:g}x)")
+    for col in ("model", "params", "FLOPs/example", "ms batch 1", "speed-up", "spread",
+                "ms batch 64", "speed-up", "spread"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for r in rows:
         o, p = r["original"], r["pruned"]
         table.add_row(r["model"], f"{o['params']:,} -> {p['params']:,}",
                       f"{o['flops']:,} -> {p['flops']:,}",
-                      f"{o['latency_b1_ms']:.3f} -> {p['latency_b1_ms']:.3f}",
-                      f"{o['latency_b1_ms'] / p['latency_b1_ms']:.2f}x",
-                      f"{o['latency_b64_ms']:.2f} -> {p['latency_b64_ms']:.2f}",
-                      f"{o['latency_b64_ms'] / p['latency_b64_ms']:.2f}x")
+                      _cell(o, p, 1, 3), f"{o['latency_b1_ms'] / p['latency_b1_ms']:.2f}x",
+                      f"{max(o['spread_b1'], p['spread_b1']):.2f}x", _cell(o, p, 64, 2),
+                      f"{o['latency_b64_ms'] / p['latency_b64_ms']:.2f}x",
+                      f"{max(o['spread_b64'], p['spread_b64']):.2f}x")
     Console(width=140).print(table)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

@@ -91,6 +91,21 @@ def _numel(output: object) -> int:
     return 0
 
 
+def graph_activation_elements(net: nn.Module) -> int | None:
+    """activation_elements of a graph network from its spec's shapes, without running it
+    (the meta-device forward costs seconds of lazy torch set-up); None for other modules."""
+    spec, ops = getattr(net, "spec", None), getattr(net, "ops", None)
+    if spec is None or ops is None or not hasattr(spec, "shape"):
+        return None
+    total = 0
+    for name in ops:  # the nodes with a module: the leaves the forward hooks would see
+        size = 1
+        for dim in spec.shape(name):
+            size *= dim
+        total += size
+    return total
+
+
 def activation_elements(module: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Output elements per example summed over every leaf module's forward, run on the meta device.
 

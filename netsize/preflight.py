@@ -20,6 +20,7 @@ from netsize.memory import (
     available_bytes,
     check_memory,
     estimate_training_bytes,
+    graph_activation_elements,
 )
 from netsize.model import count_params
 from netsize.networks import AnySpec, build_network
@@ -49,7 +50,8 @@ def plan_network(recipe: Recipe, splits: Splits) -> AnySpec:
     with torch.device("meta"):
         net = build_network(spec)
     try:
-        activations = activation_elements(net, splits.input_shape)
+        activations = graph_activation_elements(net) or activation_elements(
+            net, splits.input_shape)
     except RuntimeError as error:  # a shape mismatch inside the network
         first = str(error).splitlines()[0][:200]
         raise UserError(f"model: the network does not fit the data of shape "

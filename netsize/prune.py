@@ -34,6 +34,7 @@ class PruneConfig(Strict):
     control: bool = True  # also train the pruned architecture from scratch
     # training examples used for unit statistics
     stats_examples: int = Field(2048, ge=1, le=MAX_EXAMPLES)
+    latency: bool = True  # time every variant's CPU forward pass (netsize prune --no-latency)
 
     @field_validator("epsilon", mode="before")
     @classmethod

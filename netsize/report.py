@@ -33,6 +33,9 @@ class Point(TypedDict, total=False):
     trial: int  # studies
     variant: str  # prune: original, pruned+transfer, from-scratch
     epsilon: float | str
+    latency_b1_ms: float | None  # prune: CPU ms per forward pass (None: --no-latency)
+    latency_b64_ms: float | None
+    latency_spread: float | None  # max / min of the latency rounds
 
 
 def task_metric(task: str) -> str:

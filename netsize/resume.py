@@ -70,6 +70,7 @@ def capture(trainer: Trainer, run: dict[str, Any]) -> tuple[dict[str, Tensor], d
         "summary": {k: getattr(s, k) for k in _SUMMARY} | {"checks": s.checks},
         "grower": {k: getattr(trainer.grower, k) for k in _GROWER}, "best": best,
         "cuda_rng": "rng/cuda" in tensors,
+        "scaler": trainer.stepper.scaler.state_dict() if trainer.stepper.scaler else None,
     }
     copies = {k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}
     return copies, state
@@ -153,6 +154,9 @@ def restore(trainer: Trainer, tensors: dict[str, Tensor], state: dict[str, Any],
     trainer.sched = make_scheduler(opt, trainer.recipe.train, trainer.total_steps)
     if trainer.sched is not None and state["scheduler"] is not None:
         trainer.sched.load_state_dict(state["scheduler"])
+    scaler = state.get("scaler")  # fp16's loss scale goes on where it was
+    if scaler is not None and trainer.stepper.scaler is not None:
+        trainer.stepper.scaler.load_state_dict(scaler)
     trainer.flops_per_example = _flops(trainer)
     trainer.step, trainer.epoch = int(state["step"]), int(state["epoch"])
     _restore_logs(trainer, state)

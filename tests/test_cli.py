@@ -137,3 +137,33 @@ def test_version_and_short_help():
     for command in ("grow", "train", "prune", "compare"):
         short = runner.invoke(app, [command, "-h"])
         assert short.exit_code == 0 and "Example:" in short.output, command
+
+
+@pytest.mark.parametrize(("threads", "cores", "load", "hinted"), [
+    (2, 2, 0.1, False),  # an idle machine: torch's default is fine
+    (2, 2, 1.2, True),  # one core busy elsewhere: 2 threads oversubscribe
+    (1, 2, 3.0, False),  # one thread never oversubscribes
+    (8, 16, 4.0, False),  # cores to spare
+    (16, 16, 12.0, True),
+])
+def test_thread_hint_when_other_processes_keep_cores_busy(threads, cores, load, hinted):
+    from netsize.cli.common import thread_hint
+
+    hint = thread_hint(threads, cores, load)
+    assert (hint is not None) == hinted
+    if hint:
+        assert "\n" not in hint and "--threads" in hint
+
+
+def test_the_hint_is_printed_only_without_threads(tmp_path: Path, monkeypatch):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: the hint is about CPU threads")
+    from netsize.cli import common
+
+    monkeypatch.setattr(common, "_load", lambda: 64.0)
+    monkeypatch.setattr(common.torch, "get_num_threads", lambda: 2)
+    for extra, hinted in (((), True), (("--threads", "1"), False)):
+        result = _grow(str(TINY / "mlp_iris.yaml"), "--out", str(tmp_path / f"r{len(extra)}"),
+                       "--set", "train.epochs=1", *extra)
+        assert result.exit_code == 0, result.output
+        assert ("hint: other processes keep" in result.output) == hinted

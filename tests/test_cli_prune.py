@@ -73,6 +73,7 @@ def test_prune_writes_every_output(pruned: Path):
     for row in rows[1:]:
         assert row["params"] < original["params"] and row["flops"] < original["flops"]
         assert row["latency_b1_ms"] > 0 and row["latency_b64_ms"] > 0
+        assert row["latency_spread"] >= 1.0
     pairs = {(r["epsilon"], r["variant"]): r["params"] for r in rows[1:]}
     assert pairs[(0.5, "pruned+transfer")] == pairs[(0.5, "from-scratch")]
 
@@ -87,6 +88,17 @@ def test_pruned_checkpoints_reload_exactly(pruned: Path):
         assert sum(p.numel() for p in net.parameters()) == row["params"] == meta["params"]
         _, val = evaluate(net, splits.x_val, splits.y_val, splits.task)
         assert val == pytest.approx(row["val_metric"], abs=1e-6)
+
+
+def test_no_latency_leaves_the_columns_out(trained: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["prune", str(trained), "--out", str(out), "--device", "cpu",
+                                 "--no-latency", "--epsilon", "0.5", "--set",
+                                 "prune.control=false", "--set", "prune.finetune_epochs=1"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["latency_b1_ms"] for r in rows] == [None, None]
+    assert "Latency left out" in (out / "report.md").read_text()
 
 
 @pytest.mark.parametrize("case", ["missing", "no_spec", "native_recipe", "all_units", "bad_key"])

@@ -232,3 +232,22 @@ def test_sweep_coverage_of_the_grown_sizes():
     few = _pts((100, 0.5), (500, 0.9), method="fixed")
     assert "not covered" in sweep_coverage(grown + few)[0]  # fewer than 4 sizes
     assert sweep_coverage(grown) == []
+
+
+def test_wall_time_only_where_the_runs_were_timed_alike(saved_runs, tmp_path):
+    import math
+    import shutil
+
+    from netsize.runs.compare import compare_runs
+    from netsize.runs.compare_report import summary_rows
+
+    same = compare_runs(saved_runs, tmp_path / "same")
+    assert all(math.isfinite(s.wall_seconds) for s in same.summaries)
+    other = tmp_path / "other"
+    shutil.copytree(saved_runs[1], other)
+    summary = json.loads((other / "summary.json").read_text())
+    summary["timing"]["threads"] += 7  # as if timed with other threads (or elsewhere)
+    (other / "summary.json").write_text(json.dumps(summary))
+    mixed = compare_runs([saved_runs[0], other], tmp_path / "mixed")
+    assert all(math.isnan(s.wall_seconds) for s in mixed.summaries)
+    assert {row["wall_s"] for row in summary_rows(mixed.summaries)} == {"-"}

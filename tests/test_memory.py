@@ -17,6 +17,7 @@ from netsize.memory import (
     available_bytes,
     check_memory,
     estimate_training_bytes,
+    graph_activation_elements,
     human,
 )
 
@@ -56,6 +57,16 @@ def test_activation_elements_small_conv_net_matches_hand_count():
 def test_activation_elements_netsize_net_matches_real_forward():
     net = build_graph(presets.cnn((3, 8, 8), 3, [[4], [8]]))  # batch norms, pooling, gap
     assert activation_elements(net, (3, 8, 8)) == _real_count(net, (3, 8, 8))
+
+
+@pytest.mark.parametrize("spec", [
+    presets.cnn((3, 8, 8), 3, [[4], [8]]), presets.cnn((1, 8, 8), 3, [[4], [6]], head="flatten",
+                                                       hidden=[5], dropout=0.1),
+    presets.secnn((3, 32, 32), 10), presets.mlp((7,), 2, [5, 4], norm="batch")])
+def test_graph_activation_elements_from_shapes_match_the_forward(spec):
+    net = build_graph(spec)
+    assert graph_activation_elements(net) == _real_count(net, spec.input_shape)
+    assert graph_activation_elements(nn.Linear(3, 2)) is None
 
 
 def test_activation_elements_counts_tuple_outputs():
@@ -134,3 +145,19 @@ def test_human():
     assert human(3 * 1024) == "3.0 KiB"
     assert human(int(12.5 * 2**20)) == "12.5 MiB"
     assert human(800 * 2**30) == "800.0 GiB"
+
+
+@pytest.mark.parametrize("name", ["mlp", "stage_cnn", "flatten_cnn", "secnn", "resnet", "wrn",
+                                  "vgg", "group_norm", "depthwise"])
+def test_graph_flops_from_the_spec_equal_the_flop_counter(name: str):
+    import graphs
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from netsize.model import count_flops, graph_flops
+
+    spec = getattr(graphs, name)()
+    net = build_graph(spec).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(torch.zeros((1, *spec.input_shape)))
+    assert graph_flops(net) == count_flops(net, spec.input_shape) == counter.get_total_flops()
+    assert graph_flops(nn.Linear(3, 2)) is None

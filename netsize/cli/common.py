@@ -61,14 +61,35 @@ def resolve_device(name: str) -> torch.device:
 
 
 def set_threads(threads: int | None) -> None:
-    """--threads: CPU threads for torch (small models often run fastest on one)."""
+    """--threads: CPU threads for torch (small models often run fastest on one). Without it,
+    torch's default stays, with a one-line hint when other processes already keep cores busy."""
     if threads is None:
+        hint = thread_hint(torch.get_num_threads(), os.cpu_count() or 1, _load())
+        if hint and not torch.cuda.is_available():
+            err_console.print(hint, highlight=False)
         return
     most = 4 * (os.cpu_count() or 1)
     if not 1 <= threads <= most:
         raise UserError(f"--threads {threads}: give 1 to {most} (this machine has "
                         f"{os.cpu_count()} cores).")
     torch.set_num_threads(threads)
+
+
+def _load() -> float:
+    try:
+        return os.getloadavg()[0]  # runnable processes, averaged over the last minute
+    except OSError:  # not available on this system
+        return 0.0
+
+
+def thread_hint(threads: int, cores: int, load: float) -> str | None:
+    """The hint when torch's threads outnumber the cores that other processes leave free
+    (on a shared 2-core machine with one busy process, 2 threads ran 5-25x slower than 1)."""
+    free = max(1, cores - round(load))
+    if threads <= free:
+        return None
+    return (f"hint: other processes keep about {round(load)} of the {cores} cores busy; "
+            f"torch's {threads} threads may run many times slower than --threads {free}.")
 
 
 def new_run_dir(base: Path, seed: int) -> Path:

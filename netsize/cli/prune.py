@@ -54,6 +54,8 @@ def prune(
     trials: TrialsOption = None,
     storage: StorageOption = None,
     study: StudyOption = None,
+    no_latency: Annotated[bool, typer.Option(
+        "--no-latency", help="Leave the CPU latency columns out (prune.latency=false).")] = False,
 ) -> None:
     """Remove low-variability units, transfer the rest into a smaller dense network, fine-tune.
 
@@ -63,7 +65,8 @@ def prune(
     Example: netsize prune results/train/digits_mlp/RUN/checkpoints/best
     Example: netsize prune results/train/digits/RUN/checkpoints/best --epsilon 1
     """
-    overrides = recipe_overrides(set_, seed, *_epsilon_override(epsilon))
+    overrides = recipe_overrides(set_, seed, *_epsilon_override(epsilon),
+                                 *(["prune.latency=false"] if no_latency else []))
     torch_device = resolve_device(device)
     set_threads(threads)
     original, splits = load_original(target, recipe, overrides)

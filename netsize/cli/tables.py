@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from rich import box
 from rich.table import Table
 
 from netsize.compare import MethodSummary
+from netsize.measure import NOISY
 from netsize.report import Point
 
 
@@ -40,14 +42,30 @@ def _table(title: str, caption: str, headers: list[str]) -> Table:
     return table
 
 
+def _latency_cell(row: Point, key: str) -> str:
+    """'-' when latency was left out; a trailing '?' when its repeats spread over NOISY."""
+    value = row.get(key)
+    if not isinstance(value, float):
+        return "-"
+    return f"{value:.3f}" + ("?" if (row.get("latency_spread") or 1.0) > NOISY else "")
+
+
 def prune_table(rows: list[Point], run_dir: Path) -> Table:
-    table = _table("original / pruned+transfer / from-scratch", f"outputs in {run_dir}",
+    noisy = any((r.get("latency_spread") or 1.0) > NOISY for r in rows)
+    caption = (f"?: latency repeats spread over {NOISY:g}x (noisy); " if noisy else "") + \
+        f"outputs in {run_dir}"
+    table = _table("original / pruned+transfer / from-scratch", caption,
                    ["variant", "eps", "params", "FLOPs", "ms b1", "ms b64", "val", "test"])
     for r in rows:
         table.add_row(r["variant"], str(r["epsilon"]), f"{r['params']:,}", _sci(r["flops"]),
-                      f"{r['latency_b1_ms']:.3f}", f"{r['latency_b64_ms']:.3f}",  # type: ignore
+                      _latency_cell(r, "latency_b1_ms"), _latency_cell(r, "latency_b64_ms"),
                       f"{r['val_metric']:.4f}", f"{r['test_metric']:.4f}")
     return table
+
+
+def _number(x: float, form: str) -> str:
+    """'-' for NaN (not recorded, or not comparable), else x in `form`."""
+    return "-" if math.isnan(x) else format(x, form)
 
 
 def compare_tables(summaries: list[MethodSummary], folder: Path) -> list[Table]:
@@ -57,11 +75,11 @@ def compare_tables(summaries: list[MethodSummary], folder: Path) -> list[Table]:
                                                     "anytime", "best", "params at best"])
     for s in summaries:
         fronts.add_row(s.method, str(s.points), f"{s.hypervolume:.4f} ± {s.hypervolume_std:.4f}",
-                       f"{s.anytime:.4f}", f"{s.best_metric:.4f}", f"{s.params_at_best:,}")
+                       _number(s.anytime, ".4f"), f"{s.best_metric:.4f}", f"{s.params_at_best:,}")
     targets = list(summaries[0].reach)
     compute = _table("compute, and parameters to reach a metric", f"outputs in {folder}",
                      ["method", "train FLOPs", "wall s", *(f">= {t}" for t in targets)])
     for s in summaries:
-        compute.add_row(s.method, _sci(s.train_flops), f"{s.wall_seconds:.1f}",
+        compute.add_row(s.method, _sci(s.train_flops), _number(s.wall_seconds, ".1f"),
                         *(f"{s.reach[t]:,}" if s.reach[t] is not None else "-" for t in targets))
     return [fronts, compute]

@@ -36,7 +36,7 @@ from netsize.recipe import Recipe, derive
 from netsize.report import Point, write_front
 from netsize.runs.compare_checks import check_comparable, metric_name
 from netsize.runs.compare_report import claims, report
-from netsize.runs.grow import run_grow
+from netsize.runs.grow import run_grow, timing
 from netsize.runs.prune import Original, run_prune
 
 METHODS = ("fixed", "grow-senn", "grow-gradmax", "grow-random", "prune")
@@ -130,7 +130,7 @@ def _run_prune(recipe: Recipe, splits: Splits, root: Path, device: torch.device,
     seconds = source_summary["wall_seconds"] + time.perf_counter() - started
     write_json(folder / "compute.json", {"train_flops": source_summary["train_flops"]
                                          + sum(finetunes),
-                                         "wall_seconds": seconds,
+                                         "wall_seconds": seconds, "timing": timing(device),
                                          "note": "the original's training plus fine-tuning",
                                          "curve": _prune_curve(source, transfers, finetunes)})
 
@@ -232,12 +232,16 @@ def _write(result: CompareResult, rows: list[Point], metric: str) -> None:
 
 
 def _compute(parts: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Mean training FLOPs and wall seconds per method over its seeds."""
+    """Mean training FLOPs and wall seconds per method over its seeds. Wall seconds are NaN
+    (shown as '-') unless every run was timed on one host, device and thread count."""
+    comparable = len({json.dumps(p["timing"], sort_keys=True) for p in parts}) == 1 \
+        and parts[0]["timing"] is not None
     out: dict[str, dict[str, float]] = {}
     for method in {p["method"] for p in parts}:
         mine = [p for p in parts if p["method"] == method]
         out[method] = {"flops": statistics.fmean(p["train_flops"] for p in mine),
-                       "seconds": statistics.fmean(p["wall_seconds"] for p in mine)}
+                       "seconds": statistics.fmean(p["wall_seconds"] for p in mine)
+                       if comparable else float("nan")}
     return out
 
 
@@ -265,6 +269,11 @@ def training_curve(folder: Path) -> list[tuple[float, float]]:
     return [(float(r["train_flops"]), float(r["val_metric"])) for r in rows]
 
 
+def _timing(folder: Path) -> Any:
+    """The timing a grow/train run recorded (None for runs written before it was)."""
+    return json.loads((folder / "summary.json").read_text()).get("timing")
+
+
 def _grow_like(folder: Path) -> tuple[str, int, list[dict[str, Any]], float, float]:
     summary = json.loads((folder / "summary.json").read_text())
     grow = summary.get("grow", {})
@@ -283,6 +292,7 @@ def read_folder(folder: Path, label: str | None = None) -> dict[str, Any]:
     if (folder / "summary.json").is_file() and (folder / "checkpoints.csv").is_file():
         method, seed, rows, flops, seconds = _grow_like(folder)
         curve = training_curve(folder)
+        when = _timing(folder)
     elif (folder / "results.json").is_file():
         method, seed = "prune", _seed_of(folder)
         rows = [dict(r, tag=f"eps-{r['epsilon']:g}", path=str(folder / r["path"]))
@@ -293,6 +303,7 @@ def read_folder(folder: Path, label: str | None = None) -> dict[str, Any]:
         flops = float(compute.get("train_flops", float("nan")))
         seconds = float(compute.get("wall_seconds", float("nan")))
         curve = [(float(f), float(m)) for f, m in compute.get("curve", [])]
+        when = compute.get("timing")
     else:
         subs = sorted(p for p in folder.iterdir() if (p / "summary.json").is_file()) \
             if folder.is_dir() else []
@@ -311,8 +322,10 @@ def read_folder(folder: Path, label: str | None = None) -> dict[str, Any]:
         ordered = sorted(zip(subs, parts, strict=True), key=lambda sp: _start_params(sp[0]))
         curve = [] if any(not p["curve"] for p in parts) else \
             join_curves([p["curve"] for _, p in ordered])
+        timings = {json.dumps(p["timing"], sort_keys=True) for p in parts}
+        when = json.loads(timings.pop()) if len(timings) == 1 else None  # when they agree
     method = label or method
     for row in rows:
         row.update(method=method, seed=seed)
     return {"method": method, "seed": seed, "rows": rows, "train_flops": flops,
-            "wall_seconds": seconds, "curve": curve}
+            "wall_seconds": seconds, "curve": curve, "timing": when}

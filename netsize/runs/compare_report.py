@@ -17,7 +17,8 @@ def summary_rows(summaries: list[MethodSummary]) -> list[dict[str, Any]]:
                # mean validation metric over the compute spent (netsize.compare.anytime_metric)
                "anytime": "-" if math.isnan(s.anytime) else f"{s.anytime:.4f}",
                "best": f"{s.best_metric:.4f}", "params_at_best": s.params_at_best,
-               "train_flops": f"{s.train_flops:.3g}", "wall_s": f"{s.wall_seconds:.1f}"}
+               "train_flops": f"{s.train_flops:.3g}",
+               "wall_s": "-" if math.isnan(s.wall_seconds) else f"{s.wall_seconds:.1f}"}
         row.update({f"params@{t}": (v if v is not None else "-") for t, v in s.reach.items()})
         rows.append(row)
     return rows
@@ -51,7 +52,8 @@ def report(summaries: list[MethodSummary], ref: tuple[float, float],
              "so far, averaged over the training FLOPs spent (runs of a sweep one after another,"
              " smallest first; prune: its original's training, then each fine-tuning), mean "
              "over seeds. Compute: training FLOPs (3 x forward, per seed, the prune method "
-             "including its original's training) and wall time.", "",
+             "including its original's training) and wall time (shown "
+             "only when every run was timed on one host, device and thread count).", "",
              markdown_table(table, columns), "", "## Growth against the fixed sweep", "",
              *((claims(summaries) if claim_lines is None else claim_lines)
                or ["(no fixed sweep in this comparison)"]), "",

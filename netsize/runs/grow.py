@@ -9,6 +9,7 @@ optional observer.
 
 from __future__ import annotations
 
+import platform
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -153,7 +154,14 @@ def _summary_info(name: str, recipe: Recipe, task: str, summary: RunSummary,
         "grow": {"trigger": recipe.grow.trigger, "init": recipe.grow.init},
         "first_epoch_params": summary.history[0]["params"],
         "growth_stopped": why_growth_stopped(recipe, summary),
+        "compile_seconds": summary.compile_seconds,
+        "timing": timing(trainer.device),
     }
+
+
+def timing(device: torch.device) -> dict[str, Any]:
+    """Where the wall time was measured: compare shows wall times only when these agree."""
+    return {"device": device.type, "threads": torch.get_num_threads(), "host": platform.node()}
 
 
 def why_growth_stopped(recipe: Recipe, summary: RunSummary) -> str:

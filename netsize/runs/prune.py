@@ -25,7 +25,7 @@ from netsize.files import atomic_write_text, write_csv, write_json
 from netsize.graph.build import GraphNet
 from netsize.graph.prune import prune_and_transfer, unit_statistics
 from netsize.io import load_checkpoint, read_checkpoint_meta, save_checkpoint
-from netsize.measure import measure
+from netsize.measure import NOISY, latency_columns, measure
 from netsize.networks import AnySpec, build_network
 from netsize.preflight import check_data
 from netsize.recipe import Recipe, derive, load_recipe, recipe_from_dict, recipe_to_dict
@@ -33,10 +33,11 @@ from netsize.report import Point, markdown_table, task_metric, write_front
 from netsize.train import Trainer, evaluate
 
 ROW_COLUMNS = ["variant", "epsilon", "params", "flops", "latency_b1_ms", "latency_b64_ms",
-               "val_metric", "test_metric", "transfer_val_metric", "path"]
+               "latency_spread", "val_metric", "test_metric", "transfer_val_metric", "path"]
 REPORT_COLUMNS = [("variant", "variant"), ("epsilon", "epsilon"), ("params", "parameters"),
                   ("flops", "FLOPs/example"), ("latency_b1_ms", "CPU ms, batch 1"),
-                  ("latency_b64_ms", "CPU ms, batch 64"), ("val_metric", "validation"),
+                  ("latency_b64_ms", "CPU ms, batch 64"), ("latency_spread", "spread"),
+                  ("val_metric", "validation"),
                   ("test_metric", "test")]
 
 
@@ -222,6 +223,7 @@ def prune_rows(original: Original, splits: Splits, device: torch.device, run_dir
              "in_chans": splits.input_shape[0], "input_shape": list(splits.input_shape)}
     rows: list[Any] = [{"variant": "original", "epsilon": "", "path": "",
                         **measure(original.net, splits, device)}]
+    nets = [original.net]
     for eps in original.recipe.prune.epsilons(original.foreign):
         pruned = prune_once(original, splits, eps, device)
         net = finetune(original, splits, device, pruned)
@@ -230,6 +232,7 @@ def prune_rows(original: Original, splits: Splits, device: torch.device, run_dir
         row["path"] = _save(run_dir, f"eps-{eps:g}", original, net, pruned.structure,
                             {**facts, **row})
         rows.append(row)
+        nets.append(net)
         advance()
         if original.recipe.prune.control:
             control = scratch_control(original, splits, device, pruned)
@@ -237,8 +240,20 @@ def prune_rows(original: Original, splits: Splits, device: torch.device, run_dir
             ctrl["path"] = _save(run_dir, f"eps-{eps:g}-scratch", original, control,
                                  pruned.structure, {**facts, **ctrl})
             rows.append(ctrl)
+            nets.append(control)
         advance()
+    _add_latency(rows, nets, splits.input_shape, original.recipe.prune.latency)
     return rows
+
+
+def _add_latency(rows: list[Any], nets: list[nn.Module], input_shape: tuple[int, ...],
+                 wanted: bool) -> None:
+    """CPU latency of every variant, timed together at the end (alternating models, repeated
+    rounds, median and spread); None everywhere with prune.latency false."""
+    columns = latency_columns(nets, input_shape) if wanted else [
+        dict.fromkeys(("latency_b1_ms", "latency_b64_ms", "latency_spread")) for _ in nets]
+    for row, values in zip(rows, columns, strict=True):
+        row.update(values)
 
 
 def _save(run_dir: Path, tag: str, original: Original, net: nn.Module, structure: Any,
@@ -266,8 +281,12 @@ def write_prune_outputs(run_dir: Path, name: str, rows: list[Point], task: str) 
     controls = [r for r in rows if r["variant"] == "from-scratch"]
     front = write_front(run_dir, points, ROW_COLUMNS, f"netsize prune: {name}", metric,
                         group_by="variant", also_plot=controls)
-    report = [f"# netsize prune: {name}", "", f"Metric: {metric}. Latency: median CPU forward "
-              "time in this process.", "", markdown_table(rows, REPORT_COLUMNS), "",
+    timed = rows[0]["latency_b1_ms"] is not None
+    latency = (f"Latency: CPU forward time in this process, the median of alternating rounds; "
+               f"spread: max / min of the rounds (above {NOISY:g}: noisy)." if timed else
+               "Latency left out (prune.latency: false).")
+    report = [f"# netsize prune: {name}", "", f"Metric: {metric}. {latency}", "",
+              markdown_table(rows, REPORT_COLUMNS), "",
               "## Front over the epsilons (validation metric against parameters)", "",
               markdown_table(front, REPORT_COLUMNS), "", "![front](front.png)", ""]
     atomic_write_text(run_dir / "report.md", "\n".join(report))
