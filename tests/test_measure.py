@@ -11,7 +11,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from netsize.cli.progress import prune_table
+from netsize.cli.tables import prune_table
 from netsize.measure import NOISY, Latency, latencies, latency_columns
 
 
