@@ -63,8 +63,9 @@ class GraphMoves:
               generator: torch.Generator) -> tuple[nn.Module, IndexMap, dict[str, Any]]:
         cand = getattr(move, "chosen", move)
         built = getattr(move, "built", None) or graph_grow.build(net, cand, cfg, batch)
+        depth = "residual block" if graph_grow.depth_kind(cfg) == "block" else "residual"
         record = {"kind": cand.kind, "layer": cand.target, "units": cand.units,
-                  "init": cfg.init if cand.kind == "width" else "residual"}
+                  "init": cfg.init if cand.kind == "width" else depth}
         return built[1], built[2], {**record, **_scores(move, cand.kind, cand.target)}
 
 
