@@ -28,7 +28,7 @@ from netsize.grower import Grower
 from netsize.losses import batch_loss
 from netsize.model import count_flops, count_params
 from netsize.networks import build_network, moves_for
-from netsize.preflight import growth_params_limit, plan_network
+from netsize.preflight import check_network, growth_params_limit, plan_network
 from netsize.surgery import IndexMap, carry_optimizer_state
 
 if TYPE_CHECKING:
@@ -170,6 +170,7 @@ class Trainer:
                 if self.grow_cfg.depth_kind == "auto" else self.grow_cfg
         if net is None and isinstance(recipe.model, ForeignModelConfig):
             net = foreign_graph(recipe.model, splits.input_shape, splits.n_outputs)
+            check_network(net.spec, recipe, splits)
         elif net is None:
             # plan_network returns spec_from_config's GraphSpec (annotated as any spec)
             net = build_network(cast(GraphSpec, plan_network(recipe, splits)))
