@@ -72,13 +72,25 @@ class CnnConfig(Strict):
 
 
 class ForeignModelConfig(Strict):
-    """A timm or torchvision architecture by name, with its weights from a file (prune only)."""
+    """A timm or torchvision architecture by name: grown and trained as a graph network
+    (netsize.foreign_graph), or pruned by channel with its weights from a file."""
 
     kind: Literal["timm", "torchvision"]
     name: str = Field(max_length=200)  # e.g. resnet18 (timm), mobilenet_v3_small (torchvision)
     weights: str | None = None  # .safetensors, or a state_dict read with weights_only=True
     num_classes: int | None = Field(None, ge=1, le=MAX_WIDTH)  # default: the data's outputs
     in_chans: int | None = Field(None, ge=1, le=MAX_WIDTH)  # timm only; default: data channels
+    # start narrow: every growable group keeps this share of its channels (grow and train)
+    width_multiplier: float = Field(1.0, gt=0.0, le=1.0)
+    size_key: ClassVar[str] = "model.width_multiplier"
+
+    @model_validator(mode="after")
+    def _weights_at_full_width(self) -> ForeignModelConfig:
+        if self.weights is not None and self.width_multiplier != 1.0:
+            raise ValueError("width_multiplier narrows a fresh model; trained weights are read "
+                             "at full width (drop one of model.weights and "
+                             "model.width_multiplier)")
+        return self
 
 
 ModelConfig = Annotated[

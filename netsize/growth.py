@@ -55,6 +55,10 @@ class GrowConfig(Strict):
     # also grow channels tied by residual additions (a stage's residual
     # stream, every producer of the sum together); off: only free groups (block inner widths)
     coupled: bool = False
+    # depth growth inserts a zero-initialised residual branch of one conv (branch) or a basic
+    # residual block of two (block) after a block's output; auto: block for timm / torchvision
+    # models, branch for netsize's own networks
+    depth_kind: Literal["auto", "branch", "block"] = "auto"
     # SENN's rule: after an expansion, check again at once (same batch) until no candidate
     # passes; off: SECNN's one expansion per check
     repeat: bool = False

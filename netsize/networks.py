@@ -64,8 +64,9 @@ class GraphMoves:
               generator: torch.Generator) -> tuple[nn.Module, IndexMap, dict[str, Any]]:
         cand = getattr(move, "chosen", move)
         built = getattr(move, "built", None) or graph_grow.build(net, cand, cfg, batch)
+        depth = "residual block" if graph_grow.depth_kind(cfg) == "block" else "residual"
         record: dict[str, Any] = {"kind": cand.kind, "layer": cand.target, "units": cand.units,
-                                  "init": cfg.init if cand.kind == "width" else "residual"}
+                                  "init": cfg.init if cand.kind == "width" else depth}
         if cand.kind == "width":  # the new fan-in's gradient on the score batch (GradMax's aim)
             producers = graph_grow.group_named(net.spec, cand.target).producers
             record["fanin_grad_norm"] = fanin_grad_norm(built[1], list(producers), built[2],

@@ -12,6 +12,7 @@ from torch import nn
 from netsize.architecture import spec_from_config
 from netsize.data import DataCfg, Splits, SyntheticData
 from netsize.errors import UserError
+from netsize.graph.spec import GraphSpec
 from netsize.memory import (
     FLOAT_BYTES,
     PARAM_COPIES,
@@ -47,6 +48,12 @@ def check_data(cfg: DataCfg) -> None:
 def plan_network(recipe: Recipe, splits: Splits) -> AnySpec:
     """The recipe's start network, checked on the meta device against the data and memory."""
     spec = spec_from_config(recipe.model, splits.input_shape, splits.n_outputs)  # type: ignore
+    return check_network(spec, recipe, splits)
+
+
+def check_network(spec: GraphSpec, recipe: Recipe, splits: Splits) -> GraphSpec:
+    """`spec` (a start network, e.g. a timm model read as a graph) checked on the meta device
+    against the data, the batch size and memory."""
     with torch.device("meta"):
         net = build_network(spec)
     try:

@@ -61,6 +61,10 @@ class Fanout:
         for r in self.reporters:
             r.checkpoint(ckpt)
 
+    def note(self, text: str) -> None:
+        for r in self.reporters:
+            r.note(text)
+
 
 class TensorBoardLog:
     """Scalars at the optimizer step. A resumed run's first report is the step it resumes at:
@@ -76,6 +80,8 @@ class TensorBoardLog:
         return self.writer
 
     def start(self, total_steps: int) -> None: ...
+
+    def note(self, text: str) -> None: ...
 
     def step(self, step: int, epoch: int) -> None:
         # The loop's first call is step 1 in a new run, the saved step when it resumes.

@@ -17,16 +17,18 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from netsize.architecture import NATIVE
+from netsize.architecture import ForeignModelConfig
 from netsize.config import MAX_BATCH, MAX_EPOCHS, Strict
 from netsize.data import Splits, augment_batch
 from netsize.errors import UserError
+from netsize.foreign_graph import foreign_graph, left_alone
+from netsize.graph.build import GraphNet
 from netsize.graph.spec import GraphSpec
 from netsize.grower import Grower
 from netsize.losses import batch_loss
 from netsize.model import count_flops, count_params
 from netsize.networks import build_network, moves_for
-from netsize.preflight import growth_params_limit, plan_network
+from netsize.preflight import check_network, growth_params_limit, plan_network
 from netsize.step import Stepper
 from netsize.surgery import IndexMap, carry_optimizer_state
 
@@ -86,9 +88,11 @@ class Reporter(Protocol):
     def epoch(self, record: dict[str, Any]) -> None: ...
     def event(self, record: dict[str, Any]) -> None: ...
     def checkpoint(self, ckpt: Checkpoint) -> None: ...
+    def note(self, text: str) -> None: ...  # one line before training (what will not grow)
 
 
 class SilentReporter:
+    def note(self, text: str) -> None: ...
     def start(self, total_steps: int) -> None: ...
     def step(self, step: int, epoch: int) -> None: ...
     def epoch(self, record: dict[str, Any]) -> None: ...
@@ -169,13 +173,19 @@ class Trainer:
         self.grow_cfg = recipe.grow.model_copy(
             update={"max_params": growth_params_limit(recipe.grow.max_params)})
         torch.manual_seed(recipe.seed)
-        if net is None:
-            if not isinstance(recipe.model, NATIVE):
-                raise UserError(f"model.kind: {recipe.model.kind} models cannot be trained or "
-                                "grown from scratch here; use netsize prune on them.")
+        foreign = isinstance(recipe.model, ForeignModelConfig)
+        if foreign:  # timm / torchvision: depth grows by basic residual blocks
+            self.grow_cfg = self.grow_cfg.model_copy(update={"depth_kind": "block"}) \
+                if self.grow_cfg.depth_kind == "auto" else self.grow_cfg
+        if net is None and isinstance(recipe.model, ForeignModelConfig):
+            net = foreign_graph(recipe.model, splits.input_shape, splits.n_outputs)
+            check_network(net.spec, recipe, splits)
+        elif net is None:
             # plan_network returns spec_from_config's GraphSpec (annotated as any spec)
             net = build_network(cast(GraphSpec, plan_network(recipe, splits)))
         self.net: Any = net.to(device)
+        self.note = (left_alone(net.spec, self.grow_cfg.coupled)
+                     if foreign and self.grow and isinstance(net, GraphNet) else "")
         spec = getattr(net, "spec", None)
         self.initial_architecture = spec.describe() if spec else type(net).__name__
         self.initial_params = count_params(self.net)
@@ -311,6 +321,8 @@ class Trainer:
         """Train from the epoch after self.epoch (0 for a new run, later for a resumed one)."""
         started = time.perf_counter() - self.summary.wall_seconds  # a resumed run's time counts
         self.net.train()
+        if self.note:
+            self.reporter.note(self.note)
         self.reporter.start(self.total_steps)
         if self.step:
             self.reporter.step(self.step, self.epoch)

@@ -50,13 +50,17 @@ class TrainingBar:
         self.progress.update(self.task_id, info=self.info())  # type: ignore[arg-type]
 
     def event(self, record: dict[str, Any]) -> None:
+        depth = "residual block" if record.get("init") == "residual block" else "residual branch"
         change = (f"{record['layer']} +{record['units']} units" if record["kind"] == "width"
-                  else f"a {record['units']}-channel residual branch after {record['layer']}")
+                  else f"a {record['units']}-channel {depth} after {record['layer']}")
         self.progress.console.print(
             f"[green]grow[/] step {record['step']}: {change} -> {record['architecture']} "
             f"({record['params_after']:,} params)", highlight=False)
 
     def checkpoint(self, ckpt: Checkpoint) -> None: ...
+
+    def note(self, text: str) -> None:
+        self.progress.console.print(text, highlight=False)
 
 
 class StudyBar:

@@ -34,7 +34,8 @@ def parse_node(raw: Any, key: str) -> Node:
     for name in ("bias", "depthwise"):
         if name in raw and not isinstance(raw[name], bool):
             raise ValueError(f"{key}.{name}: must be true or false")
-    for name, (least, most) in {"slope": (0.0, 1.0), "p": (0.0, 0.99)}.items():
+    for name, (least, most) in {"slope": (0.0, 1.0), "p": (0.0, 0.99), "eps": (1e-12, 1.0),
+                                "momentum": (0.0, 1.0)}.items():
         value: Any = raw.get(name, least)
         if not isinstance(value, int | float) or isinstance(value, bool) \
                 or not least <= value <= most:

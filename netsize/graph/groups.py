@@ -7,12 +7,15 @@ depthwise conv, flatten (a channel becomes H*W features, channel-major), concat 
 by an offset) and add. Conv and linear ops that read the channels are the consumers: they get
 new input columns.
 
-An add ties the channels of its inputs position by position. The ties are followed channel by
-channel (a producer whose output is added to a concat is cut into segments, one per concatenated
-part), and every class of tied segments is one group: its segments all grow by k at their end,
-together. `coupled` marks groups with an add on the way. A class tied to the network input, to
-the output op, or reaching the output without a consumer cannot grow and is left out, as is one
-whose ties do not line up (an add of a flattened tensor with one that is not).
+An add ties the channels of its inputs position by position, and so does a scale (an image
+times a squeeze-excitation gate): the gate's producer grows with the image's channels, and a
+gate activation (f(0) = 1/2) may sit on a group's path only where it feeds a scale's gate.
+The ties are followed channel by channel (a producer whose output is added to a concat is cut
+into segments, one per concatenated part), and every class of tied segments is one group: its
+segments all grow by k at their end, together. `coupled` marks groups with an add on the way
+(a scale does not couple). A class tied to the network input, to the output op, or reaching the
+output without a consumer cannot grow and is left out, as is one whose ties do not line up (an
+add of a flattened tensor with one that is not).
 
 Positions are in the old tensor's channel (or feature) dimension. A `Site` is where a group's
 entries sit in one tensor: from `offset`, `mult` entries per unit (1 for channels, H*W after a
@@ -24,10 +27,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from netsize.graph.ops import GATES
 from netsize.graph.spec import GraphSpec, Node
 
 Piece = tuple[str, int, int, int]  # (producer, first channel, end channel, entries per channel)
 Segment = tuple[str, int]  # (producer, first channel): one run of a producer's output channels
+TIES = ("add", "scale")  # ops whose inputs' channels are tied position by position
 FIXED = ("", -1)  # the class of everything that cannot grow
 
 
@@ -123,7 +128,7 @@ def _cut(spec: GraphSpec) -> tuple[dict[str, list[Piece]], set[str]]:
     while True:
         pieces, bad, new = _pieces(spec, cuts), set(), set()
         for node in spec.nodes:
-            if node.op == "add":
+            if node.op in TIES:
                 found = _align([pieces[i] for i in node.inputs])
                 if found is None:
                     bad.add(node.name)
@@ -158,7 +163,7 @@ def _classes(spec: GraphSpec, pieces: dict[str, list[Piece]], bad: set[str]) -> 
     for p, a, _, _ in pieces["input"] + pieces[spec.output]:
         classes.union(FIXED, (p, a))
     for node in spec.nodes:
-        if node.op != "add":
+        if node.op not in TIES:
             continue
         inputs = [pieces[i] for i in node.inputs]
         if node.name in bad or len({len(x) for x in inputs}) > 1:
@@ -214,7 +219,7 @@ def _group(spec: GraphSpec, pieces: dict[str, list[Piece]], classes: _Classes,
             path.append(node.name)
         if here:
             sites.append((node.name, here))
-    if not columns or spec.output in path:
+    if not columns or spec.output in path or not _gates_feed_scales(spec, path):
         return None
     first = pieces[producers[0]]
     units, index = next((b - a, i) for i, (p, a, b, _) in enumerate(first)
@@ -226,6 +231,18 @@ def _group(spec: GraphSpec, pieces: dict[str, list[Piece]], classes: _Classes,
     coupled = any(spec.node(n).op == "add" for n in path)
     return Group(name, tuple(producers), tuple(path), tuple(c for c, _ in columns), coupled,
                  units, step, tuple(sites), tuple(columns))
+
+
+def _gates_feed_scales(spec: GraphSpec, path: list[str]) -> bool:
+    """Every gate activation on the path is read only as the gate of a scale (its new
+    channels, 1/2 at zero fan-in, then multiply the image's new zero channels)."""
+    for name in path:
+        node = spec.node(name)
+        if node.op == "act" and node.kind in GATES and not all(
+                r.op == "scale" and r.inputs[1] == name and r.inputs[0] != name
+                for r in spec.readers(name)):
+            return False
+    return True
 
 
 def _step(spec: GraphSpec, sites: dict[str, Sites], path: list[str], units: int) -> int | None:

@@ -19,6 +19,7 @@ from torch import nn
 from netsize.graph import scores
 from netsize.graph.build import GraphNet
 from netsize.graph.groups import Group, find_groups, width_params
+from netsize.graph.ops import GATES
 from netsize.graph.spec import GraphSpec, node_params
 from netsize.graph.surgery import deepen, widen
 from netsize.surgery import IndexMap
@@ -59,22 +60,49 @@ def candidates(spec: GraphSpec, cfg: Any, params_now: int, seed: int) -> list[Gr
             if widest + k <= cfg.max_width and params_now + added <= cfg.max_params:
                 out.append(GraphCandidate("width", group.name, k, added, seed + len(out)))
     if "depth" in cfg.candidates and len(_producers(spec)) < cfg.max_layers:
-        for node in spec.nodes:
-            if node.op not in ("act", "add") or node.name == spec.output:
-                continue
-            added = _branch_params(spec, node.name)
+        block = depth_kind(cfg) == "block"
+        for name in stage_points(spec) if block else _depth_points(spec):
+            added = _branch_params(spec, name, block)
             if params_now + added <= cfg.max_params:
-                out.append(GraphCandidate("depth", node.name, spec.shape(node.name)[0], added,
+                out.append(GraphCandidate("depth", name, spec.shape(name)[0], added,
                                           seed + len(out)))
     return out
 
 
-def _branch_params(spec: GraphSpec, after: str) -> int:
+def depth_kind(cfg: Any) -> str:
+    """deepen's kind: block (a basic residual block) or residual (one op); auto is residual
+    here (the trainer makes it block for timm / torchvision models)."""
+    return "block" if getattr(cfg, "depth_kind", "auto") == "block" else "residual"
+
+
+def _depth_points(spec: GraphSpec) -> list[str]:
+    """Every activation (gates excepted) and residual sum before the output."""
+    return [n.name for n in spec.nodes if n.name != spec.output and (
+        n.op == "add" or (n.op == "act" and n.kind not in GATES))]
+
+
+def stage_points(spec: GraphSpec) -> list[str]:
+    """Where a residual block may go into a stage: after each residual block's output (its
+    sum, or the activation reading the sum); without residual sums, every activation."""
+    adds = {n.name for n in spec.nodes if n.op == "add"}
+    if not adds:
+        return _depth_points(spec)
+    points = []
+    for node in spec.nodes:
+        readers = spec.readers(node.name)
+        after_sum = node.op == "act" and node.kind not in GATES and node.inputs[0] in adds
+        bare_sum = node.op == "add" and not (len(readers) == 1 and readers[0].op == "act")
+        if (after_sum or bare_sum) and node.name != spec.output:
+            points.append(node.name)
+    return points
+
+
+def _branch_params(spec: GraphSpec, after: str, block: bool = False) -> int:
     shape = spec.shape(after)
     c = shape[0]
     weights = c * c * (9 if len(shape) == 3 else 1)
     has_norm = any(n.op == "norm" for n in spec.nodes)
-    return weights + (2 * c if has_norm else 0)
+    return (2 if block else 1) * (weights + (2 * c if has_norm else 0))
 
 
 def growable(spec: GraphSpec, cfg: Any) -> list[Group]:
@@ -94,7 +122,7 @@ def build(net: GraphNet, cand: GraphCandidate, cfg: Any,
     if cand.kind == "depth":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cand.seed)
-            return deepen(net, cand.target)
+            return deepen(net, cand.target, depth_kind(cfg))
     group = group_named(net.spec, cand.target)
     return grow_width(net, group, cand.units, cfg.init, cfg.fanout_scale, batch, gen)
 

@@ -3,7 +3,7 @@
 An op is its output shape (and the checks of its inputs), the module holding its tensors (if
 any), its forward and its parameter count. A new op is one entry in OPS; the spec, the builder
 and the strict reader take everything from here, and growth passes an op's channels through
-unchanged unless it is a producer (conv, linear), flatten, concat or add. A new activation is
+unchanged unless it is a producer (conv, linear), flatten, concat, add or scale. A new activation is
 one entry in ACTIVATIONS. Shapes are per example: (C, H, W) or (F,).
 """
 
@@ -25,15 +25,31 @@ if TYPE_CHECKING:
 Shape = tuple[int, ...]
 Tensor = torch.Tensor
 
-# f(0) = 0 for every kind (a zero-fan-in unit outputs 0); relu's gradient at 0 is 1 (relu0), so
-# such a unit still learns (GradMax)
+def _hardsigmoid(x: Tensor) -> Tensor:
+    """relu6(x + 3) / 6 as F.hardsigmoid, in ops autograd differentiates twice (GradMax's
+    fan-out search takes a double backward; F.hardsigmoid's backward has no derivative)."""
+    return (x + 3).clamp(0, 6) / 6
+
+
+def _hardswish(x: Tensor) -> Tensor:
+    return x * _hardsigmoid(x)
+
+
+# f(0) = 0 for every kind but the gates (a zero-fan-in unit outputs 0); relu's gradient at 0 is
+# 1 (relu0), so such a unit still learns (GradMax)
 ACTIVATIONS: dict[str, Callable[[Node], Callable[[Tensor], Tensor]]] = {
     "relu": lambda node: relu0,
     "leaky_relu": lambda node: lambda x: F.leaky_relu(x, node.slope),
     "gelu": lambda node: F.gelu,
     "silu": lambda node: F.silu,
     "tanh": lambda node: torch.tanh,
+    "hardswish": lambda node: _hardswish,  # f(0) = 0, f'(0) = 1/2 (MobileNetV3)
+    "hardsigmoid": lambda node: _hardsigmoid,  # a gate: f(0) = 1/2
+    "sigmoid": lambda node: torch.sigmoid,  # a gate: f(0) = 1/2
 }
+# activations with f(0) != 0: growth passes new channels through them only into a scale gate,
+# where they multiply a new (zero) channel, and depth growth never copies them
+GATES = frozenset({"hardsigmoid", "sigmoid"})
 
 
 @dataclass(frozen=True)
@@ -98,21 +114,26 @@ def _norm_shape(node: Node, ins: list[Shape], where: str) -> Shape:
 def _norm_module(node: Node, ins: list[Shape]) -> nn.Module:
     c = ins[0][0]
     if node.kind == "group":
-        return nn.GroupNorm(node.groups, c)
-    return nn.BatchNorm2d(c) if len(ins[0]) == 3 else nn.BatchNorm1d(c)
+        return nn.GroupNorm(node.groups, c, eps=node.eps)
+    kind = nn.BatchNorm2d if len(ins[0]) == 3 else nn.BatchNorm1d
+    return kind(c, eps=node.eps, momentum=node.momentum)
 
 
 # ------------------------------------------------------------------------ pooling, reshaping
 def _pool_shape(node: Node, ins: list[Shape], where: str) -> Shape:
     x = ins[0]
     _image(where, x, "pool")
+    if 2 * node.padding > node.kernel or (node.padding and node.kind != "max"):
+        raise ValueError(f"{where}.padding: only max pooling pads, by at most half the kernel")
     stride = node.stride or node.kernel
-    return _positive(where, (x[0], *((s - node.kernel) // stride + 1 for s in x[1:])))
+    return _positive(where, (x[0], *((s + 2 * node.padding - node.kernel) // stride + 1
+                                     for s in x[1:])))
 
 
 def _pool_run(node: Node, ins: list[Tensor], module: Any) -> Tensor:
-    pool = F.max_pool2d if node.kind == "max" else F.avg_pool2d
-    return pool(ins[0], node.kernel, node.stride or node.kernel)
+    if node.kind == "max":  # padding counts as -inf: a new all-zero channel stays 0
+        return F.max_pool2d(ins[0], node.kernel, node.stride or node.kernel, node.padding)
+    return F.avg_pool2d(ins[0], node.kernel, node.stride or node.kernel)
 
 
 def _gap_shape(node: Node, ins: list[Shape], where: str) -> Shape:
@@ -138,6 +159,17 @@ def _concat_shape(node: Node, ins: list[Shape], where: str) -> Shape:
     if any(len(s) != len(x) or s[1:] != x[1:] for s in ins):
         raise ValueError(f"{where}: concat needs equal sizes apart from channels, got {ins}")
     return (sum(s[0] for s in ins), *x[1:])
+
+
+def _scale_shape(node: Node, ins: list[Shape], where: str) -> Shape:
+    if len(ins) != 2 or len(ins[0]) != 3 or ins[1] != ins[0][:1]:
+        raise ValueError(f"{where}: scale needs an image (C, H, W) and a gate of C features, "
+                         f"got {ins}")
+    return ins[0]
+
+
+def _scale_run(node: Node, ins: list[Tensor], module: Any) -> Tensor:
+    return ins[0] * ins[1][:, :, None, None]  # (N, C, H, W) x (N, C): squeeze-excitation
 
 
 def _add_run(node: Node, ins: list[Tensor], module: Any) -> Tensor:
@@ -171,6 +203,7 @@ OPS: dict[str, Op] = {
     "add": Op(_add_shape, _add_run, inputs="many"),
     "concat": Op(_concat_shape, lambda node, ins, module: torch.cat(ins, dim=1),
                  inputs="many"),
+    "scale": Op(_scale_shape, _scale_run, inputs="many"),  # image x per-channel gate
 }
 
 

@@ -5,11 +5,13 @@ inputs ("input" is the network input); the last node is the output. Ops:
 
 - conv: Conv2d(width, kernel, stride, padding, bias); depthwise: one filter per input channel
 - linear: Linear(width, bias)
-- norm: kind batch (BatchNorm1d/2d) or group (GroupNorm with `groups` groups)
-- act: kind relu (gradient 1 at 0), leaky_relu (slope), gelu, silu, tanh
-- pool: kind max or avg, kernel, stride (default: kernel)
+- norm: kind batch (BatchNorm1d/2d) or group (GroupNorm with `groups` groups); eps, momentum
+- act: kind relu (gradient 1 at 0), leaky_relu (slope), gelu, silu, tanh, hardswish; the gates
+  hardsigmoid and sigmoid (f(0) = 1/2: they feed a scale)
+- pool: kind max or avg, kernel, stride (default: kernel), padding (max only)
 - gap: global average pooling (C, H, W) -> (C,);  flatten: (C, H, W) -> (C*H*W,)
 - dropout: p;  add: elementwise sum of equal shapes;  concat: along channels
+- scale: an image (C, H, W) times a gate of C features (squeeze-excitation)
 
 Shapes are per example: (C, H, W) for images, (F,) for features.
 """
@@ -37,13 +39,15 @@ class Node:
     width: int = 0  # conv/linear: output channels or features
     kernel: int = 1  # conv, pool
     stride: int = 1  # conv; pool (0: the kernel)
-    padding: int = 0  # conv
+    padding: int = 0  # conv, max pool
     bias: bool = True  # conv, linear
     depthwise: bool = False  # conv: groups = channels, width = input channels
     kind: str = ""  # norm: batch | group; act: relu | ...; pool: max | avg
     groups: int = 1  # norm kind group: number of groups
     slope: float = 0.01  # act leaky_relu: negative slope
     p: float = 0.0  # dropout probability
+    eps: float = 1e-5  # norm: added to the variance
+    momentum: float = 0.1  # batch norm: running statistics' update rate
 
     def to_dict(self) -> dict[str, Any]:
         """Only the fields that differ from the defaults (short, readable spec.json)."""

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from netsize.graph.build import GraphNet, build_graph, make_module
 from netsize.graph.groups import Group, Sites, find_groups, resize
+from netsize.graph.ops import GATES
 from netsize.graph.spec import GraphSpec, Node
 from netsize.surgery import IndexMap, Source, remap
 
@@ -213,46 +214,49 @@ def _assemble(net: GraphNet, new_spec: GraphSpec, index_map: IndexMap) -> GraphN
 # ---------------------------------------------------------------------------------- deepen
 def deepen(net: GraphNet, after: str,
            kind: str = "residual") -> tuple[GraphSpec, GraphNet, IndexMap]:
-    """Insert add(after, act(norm(op(after)))) after op `after`; its readers read the add.
+    """Insert a residual branch after op `after`; its readers read the branch's add.
 
-    op: conv 3x3 (padding 1, no bias) on images, linear (no bias) on features, as wide as
-    `after`. norm: the network's kind (batch or group), gamma 0 and beta 0, so the branch is 0
-    in train and eval mode (and act(0) = 0 for every activation); op then gets PyTorch's default
-    init from the global RNG. Without a norm in the network, op's weight is 0 instead.
+    kind residual: add(after, act(norm(op(after)))); kind block: a basic residual block,
+    add(after, norm(op(act(norm(op(after)))))). op: conv 3x3 (padding 1, no bias) on images,
+    linear (no bias) on features, as wide as `after`. The last norm (the network's kind, batch
+    or group) starts at gamma 0 and beta 0, so the branch is 0 in train and eval mode (and
+    act(0) = 0 for every activation it copies); the ops get PyTorch's default init from the
+    global RNG. Without a norm in the network, the last op's weight is 0 instead.
     """
     spec = net.spec
-    if kind != "residual":
-        raise ValueError(f"deepen: kind must be residual, got {kind!r}")
+    if kind not in ("residual", "block"):
+        raise ValueError(f"deepen: kind must be residual or block, got {kind!r}")
     if after == spec.output or after not in {n.name for n in spec.nodes}:
         raise ValueError(f"deepen: {after!r} is not an op before the output")
-    branch = _branch(spec, after)
+    branch = _branch(spec, after, kind == "block")
     new_spec = spec.insert_after(after, branch, rewire=branch[-1].name)
     fresh = {n.name for n in branch}
     index_map = {name: Source(None if name.split(".")[1] in fresh else name)
                  for name in _tensor_names(new_spec)}
     new_net = _assemble(net, new_spec, index_map)
     with torch.no_grad():
-        _start_branch(new_net, new_spec, branch[0], has_norm=branch[1].op == "norm")
+        _start_branch(new_net, new_spec, branch)
     return new_spec, new_net, index_map
 
 
-def _branch(spec: GraphSpec, after: str) -> tuple[Node, ...]:
+def _branch(spec: GraphSpec, after: str, block: bool) -> tuple[Node, ...]:
     shape = spec.shape(after)
     c, image, p = shape[0], len(shape) == 3, _prefix(spec)
-    if image:
-        nodes = [Node(f"{p}_conv", "conv", (after,), width=c, kernel=3, padding=1, bias=False)]
-    else:
-        nodes = [Node(f"{p}_fc", "linear", (after,), width=c, bias=False)]
-    norm = _like(spec, after, "norm", image)
-    if norm is not None:
-        per_group = spec.shape(norm.name)[0] // norm.groups
-        groups = c // gcd(per_group, c) if norm.kind == "group" else 1
-        nodes.append(Node(f"{p}_norm", "norm", (nodes[-1].name,), kind=norm.kind,
-                          groups=groups))
-    act = _like(spec, after, "act", image)
-    if act is not None:
-        nodes.append(Node(f"{p}_act", "act", (nodes[-1].name,), kind=act.kind,
-                          slope=act.slope))
+    norm, act = _like(spec, after, "norm", image), _like(spec, after, "act", image)
+    nodes: list[Node] = []
+    for i in (1, 2) if block else (0,):
+        part = f"{p}_{'conv' if image else 'fc'}{i or ''}"
+        x = nodes[-1].name if nodes else after
+        nodes.append(Node(part, "conv", (x,), width=c, kernel=3, padding=1, bias=False)
+                     if image else Node(part, "linear", (x,), width=c, bias=False))
+        if norm is not None:
+            per_group = spec.shape(norm.name)[0] // norm.groups
+            groups = c // gcd(per_group, c) if norm.kind == "group" else 1
+            nodes.append(Node(f"{p}_norm{i or ''}", "norm", (part,), kind=norm.kind,
+                              groups=groups, eps=norm.eps, momentum=norm.momentum))
+        if act is not None and i != 2:  # a block's last norm goes into the sum as it is
+            nodes.append(Node(f"{p}_act{i or ''}", "act", (nodes[-1].name,), kind=act.kind,
+                              slope=act.slope))
     nodes.append(Node(f"{p}_add", "add", (after, nodes[-1].name)))
     return tuple(nodes)
 
@@ -260,7 +264,7 @@ def _branch(spec: GraphSpec, after: str) -> tuple[Node, ...]:
 def _prefix(spec: GraphSpec) -> str:
     names = {n.name for n in spec.nodes}
     i = 1
-    while any(f"res{i}_{part}" in names for part in ("conv", "fc", "norm", "act", "add")):
+    while any(n.startswith(f"res{i}_") for n in names):
         i += 1
     return f"res{i}"
 
@@ -268,7 +272,7 @@ def _prefix(spec: GraphSpec) -> str:
 def _like(spec: GraphSpec, after: str, op: str, image: bool) -> Node | None:
     """The network's op of this kind to copy: the last one up to `after` (one on images when
     `after` is an image, on features otherwise, if any), else the first one."""
-    found = [n for n in spec.nodes if n.op == op]
+    found = [n for n in spec.nodes if n.op == op and n.kind not in GATES]  # branch: act(0) = 0
     same = [n for n in found if (len(spec.shape(n.name)) == 3) == image]
     found = same or found
     order = [n.name for n in spec.nodes]
@@ -276,17 +280,21 @@ def _like(spec: GraphSpec, after: str, op: str, image: bool) -> Node | None:
     return before[-1] if before else (found[0] if found else None)
 
 
-def _start_branch(new_net: GraphNet, new_spec: GraphSpec, op: Node, has_norm: bool) -> None:
-    weight = _tensor(new_net, op.name, "weight")
-    if not has_norm:
-        weight.zero_()
+def _start_branch(new_net: GraphNet, new_spec: GraphSpec, branch: tuple[Node, ...]) -> None:
+    """Default init for the branch's ops; its last norm (else its last op) starts at 0."""
+    ops = [n for n in branch if n.op in ("conv", "linear")]
+    norms = [n for n in branch if n.op == "norm"]
+    for op in ops if norms else ops[:-1]:
+        with torch.device("cpu"):  # default init, drawn on the CPU: a seed gives one draw anywhere
+            fresh = make_module(new_spec, op)
+        assert fresh is not None and isinstance(fresh.weight, Tensor)
+        _tensor(new_net, op.name, "weight").copy_(fresh.weight)
+    if not norms:
+        _tensor(new_net, ops[-1].name, "weight").zero_()
         return
-    with torch.device("cpu"):  # default init, drawn on the CPU: a seed gives one draw anywhere
-        fresh = make_module(new_spec, op)
-    assert fresh is not None and isinstance(fresh.weight, Tensor)
-    weight.copy_(fresh.weight)
-    norm = op.name.rsplit("_", 1)[0] + "_norm"
-    for tensor, value in (("weight", 0), ("bias", 0), ("running_mean", 0), ("running_var", 1),
-                          ("num_batches_tracked", 0)):
-        if hasattr(new_net.ops[norm], tensor):  # batch norm has the running stats
-            _tensor(new_net, norm, tensor).fill_(value)
+    for norm in norms:  # a fresh norm; the last one's gamma 0 makes the branch 0
+        gamma = 0 if norm is norms[-1] else 1
+        for tensor, value in (("weight", gamma), ("bias", 0), ("running_mean", 0),
+                              ("running_var", 1), ("num_batches_tracked", 0)):
+            if hasattr(new_net.ops[norm.name], tensor):  # batch norm has the running stats
+                _tensor(new_net, norm.name, tensor).fill_(value)

@@ -56,6 +56,9 @@ class CheckpointWriter:
     def step(self, step: int, epoch: int) -> None:
         self.observer.step(step, epoch)
 
+    def note(self, text: str) -> None:
+        self.observer.note(text)
+
     def epoch(self, record: dict[str, Any]) -> None:
         self.observer.epoch(record)
 
