@@ -81,3 +81,15 @@ def test_front_table_of_a_study_fits_80_columns():
     point = {"trial": 123, "tag": "event-012", "step": 123_456, "params": 25_557_032,
              "val_metric": 0.9912, "test_metric": 0.9876}
     _fits_80_columns(_rendered(front_table([point] * 3, "caption", "title")))
+
+
+def test_a_finishing_run_gets_its_own_bar_and_epoch_count():
+    progress = bar(Console(file=io.StringIO(), width=120))
+    training = TrainingBar(progress, epochs=30)
+    training.start(total_steps=600)  # 20 steps an epoch
+    training.step(600, 30)
+    training.epoch(_record(30))
+    training.start(total_steps=100)  # grow.finish_epochs 5 on the same data
+    training.step(100, 5)
+    assert [t.description for t in progress.tasks] == ["training", "finishing"]
+    assert progress.tasks[1].fields["info"] == "epoch 5/5"

@@ -27,15 +27,24 @@ class TrainingBar:
     """A `Reporter` that draws training progress and prints one line per growth event.
 
     The bar counts optimizer steps; its text names the epoch in progress out of the run's
-    `epochs` and the last finished epoch's validation metric and size."""
+    `epochs` and the last finished epoch's validation metric and size. A later start is a
+    finishing run (grow.finish_epochs) on the same data: its own bar, its own epoch count."""
 
     def __init__(self, progress: Progress, epochs: int):
         self.progress, self.epochs, self.last = progress, epochs, ""
         self.task_id: TaskID | None = None
         self.current = 0  # the epoch in progress (1-based); 0 before the first step
+        self.steps_per_epoch = 0.0  # from the first start: the run's steps over its epochs
 
     def start(self, total_steps: int) -> None:
-        self.task_id = self.progress.add_task("training", total=total_steps, info="")
+        first = self.task_id is None
+        if first:
+            self.steps_per_epoch = total_steps / max(self.epochs, 1)
+        else:
+            self.epochs = max(1, round(total_steps / max(self.steps_per_epoch, 1e-9)))
+        self.current, self.last = 0, ""
+        self.task_id = self.progress.add_task("training" if first else "finishing",
+                                              total=total_steps, info="")
 
     def step(self, step: int, epoch: int) -> None:
         self.current = epoch
