@@ -130,3 +130,25 @@ def test_export_every_checkpoint_of_a_front(tmp_path: Path):
     both = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--front",
                                     str(tmp_path / "run")])
     assert both.exit_code == 2
+
+
+@pytest.mark.parametrize(("kind", "name"), [("timm", "resnet18"),
+                                          ("torchvision", "mobilenet_v3_small")])
+def test_grown_foreign_checkpoint_exports(kind: str, name: str, tmp_path: Path):
+    # timm/torchvision models grow as graph networks (hardswish, SE gates, scale ops included)
+    from netsize.architecture import ForeignModelConfig
+    from netsize.foreign_graph import foreign_graph
+    from netsize.graph.groups import find_groups
+    from netsize.graph.surgery import widen
+
+    torch.manual_seed(0)
+    cfg = ForeignModelConfig(kind=kind, name=name, width_multiplier=0.25)
+    shape = (3, 32, 32)
+    net = foreign_graph(cfg, shape, 4)
+    spec, grown, _ = widen(net, find_groups(net.spec)[0], 2, {})
+    grown = _perturbed(grown)
+    grown.train()(torch.randn(8, *shape))  # running statistics move
+    save_checkpoint(tmp_path / "ck", spec, grown.state_dict(), {"tag": "event-001"})
+    loaded, _ = load_checkpoint(tmp_path / "ck")
+    result = export_onnx(tmp_path / "ck", tmp_path / "grown.onnx")
+    _onnx_equals_torch(result.path, loaded, shape)
