@@ -174,9 +174,8 @@ class Trainer:
             update={"max_params": growth_params_limit(recipe.grow.max_params)})
         torch.manual_seed(recipe.seed)
         foreign = isinstance(recipe.model, ForeignModelConfig)
-        if foreign:  # timm / torchvision: depth grows by basic residual blocks
-            self.grow_cfg = self.grow_cfg.model_copy(update={"depth_kind": "block"}) \
-                if self.grow_cfg.depth_kind == "auto" else self.grow_cfg
+        if foreign and self.grow_cfg.depth_kind == "auto":  # timm / torchvision: depth grows
+            self.grow_cfg = self.grow_cfg.model_copy(update={"depth_kind": "block"})  # by blocks
         if net is None and isinstance(recipe.model, ForeignModelConfig):
             net = foreign_graph(recipe.model, splits.input_shape, splits.n_outputs)
             check_network(net.spec, recipe, splits)

@@ -41,11 +41,9 @@ def _recipes(folder: Path) -> list[dict[str, Any]]:
 
 def _sections(recipe: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(data keys, training keys) of one recipe, flattened to dotted keys."""
-    data = {k: v for k, v in _flat(recipe.get("data", {}), "data").items()
-            if not k.startswith("data.augment")}
-    training = {k: v for k, v in {**_flat(recipe.get("train", {}), "train"),
-                                  **_flat(recipe.get("data", {}), "data")}.items()
-                if k.startswith(_TRAINING)}
+    flat = {**_flat(recipe.get("data", {}), "data"), **_flat(recipe.get("train", {}), "train")}
+    training = {k: v for k, v in flat.items() if k.startswith(_TRAINING)}
+    data = {k: v for k, v in flat.items() if k.startswith("data.") and k not in training}
     return data, training
 
 
@@ -60,7 +58,7 @@ def check_comparable(run_dirs: Sequence[str | Path]) -> list[str]:
     runs = [(Path(d), tree) for d in run_dirs for tree in _recipes(Path(d))]
     if len(runs) < 2:
         return []
-    (first_dir, first), warnings = runs[0], list[str]()
+    (first_dir, first), warnings, warned = runs[0], list[str](), {runs[0][0]}
     first_data, first_training = _sections(first)
     for folder, tree in runs[1:]:
         data, training = _sections(tree)
@@ -70,7 +68,8 @@ def check_comparable(run_dirs: Sequence[str | Path]) -> list[str]:
                             f"{first_data.get(key)!r} vs {data.get(key)!r}), so their metrics "
                             "do not compare; pass runs of one data set.")
         keys = _differences(first_training, training)
-        if keys and folder != first_dir and not any(w.startswith(f"{folder} ") for w in warnings):
+        if keys and folder not in warned:  # one line per folder (a sweep has several runs)
+            warned.add(folder)
             named = ", ".join(f"{k} {first_training.get(k)!r} vs {training.get(k)!r}"
                               for k in keys[:_MAX_NAMED])
             more = f" and {len(keys) - _MAX_NAMED} more" if len(keys) > _MAX_NAMED else ""
