@@ -18,8 +18,10 @@ from torch import nn
 
 from netsize.graph import scores
 from netsize.graph.build import GraphNet
+from netsize.graph.gradmax_closed import fanin_grads, plain
 from netsize.graph.groups import Group, find_groups, width_params
 from netsize.graph.ops import GATES
+from netsize.graph.per_example import Capture, capture
 from netsize.graph.spec import GraphSpec, node_params
 from netsize.graph.surgery import deepen, widen
 from netsize.surgery import IndexMap
@@ -135,15 +137,28 @@ def grow_width(net: GraphNet, group: Group, k: int, init: str, fanout_scale: flo
     existing units' fan-out."""
     if init == "zero_out":
         return widen(net, group, k, {}, _random_fan_in(net, group, k, gen))
+    probe, u = fan_out(net, group, k, init, fanout_scale, batch, gen)
+    return widen(net, group, k, probe.fan_out_weights(u))
+
+
+def fan_out(net: GraphNet, group: Group, k: int, init: str, fanout_scale: float,
+            batch: tuple[torch.Tensor, torch.Tensor, str], gen: torch.Generator,
+            cap: Capture | None = None) -> tuple[scores.FanOutProbe, torch.Tensor]:
+    """The zero-fan-in probe and the scaled fan-out U (D_out, k) of gradmax or random. M of a
+    plain group comes from the capture of `net` (the check's, else one pass here), so a
+    check and a rebuild grow the very same network."""
     _, probe_net, index_map = widen(net, group, k, {})
     x, y, task = batch
     probe = scores.FanOutProbe(probe_net, group, k, index_map, x, y, task)
     if init == "gradmax":
-        u = scores.gradmax_fanout(probe, k, gen)
+        if cap is None and plain(probe):
+            owners = [f"ops.{n}" for n in (*group.producers, *group.consumers)]
+            cap = capture(net, owners, x, y, task)
+        u = scores.gradmax_fanout(probe, k, gen, cap=cap)
     else:
         u = torch.randn(probe.dim(), k, generator=gen, dtype=x.dtype).to(x.device)
     u = scores.scale_columns(u, fanout_scale * existing_fanout_norm(net, group))
-    return widen(net, group, k, probe.fan_out_weights(u.to(x.dtype)))
+    return probe, u.to(x.dtype)
 
 
 def existing_fanout_norm(net: nn.Module, group: Group) -> float:
@@ -182,13 +197,18 @@ def senn_check(net: GraphNet, batch: tuple[torch.Tensor, torch.Tensor, str], cfg
     """Score every candidate; the best passes if (eta + gain) e^{-lambda dp^2} / eta > tau and
     gain / mean |dL/dy|^2 > alpha. Every score and the reason of every rejection is kept."""
     x, y, task = batch
-    eta = scores.eta(net, x, y, task, cfg.damping)
-    yardstick = max(scores.output_grad_norm(net, x, y, task), 1e-12)
+    cap = scores.check_capture(net, x, y, task)  # one pass serves the whole check
+    if cap is None:  # a module needs torch.func
+        eta = scores.eta(net, x, y, task, cfg.damping)
+        yardstick = scores.output_grad_norm(net, x, y, task)
+    else:
+        eta = scores.eta_from(net, cap, cfg.damping)
+        yardstick = float(cap.out_grad.pow(2).sum(1).mean())
+    yardstick = max(yardstick, 1e-12)
     best: tuple[float, GraphCandidate, Built] | None = None
     scored = []
     for cand in candidates(net.spec, cfg, params_now, seed):
-        built = build(net, cand, cfg, batch)
-        gain = scores.gain(built[1], built[2], x, y, task, cfg.damping)
+        built, gain = _scored(net, cand, cfg, batch, cap)
         penalty = math.exp(-cfg.lambda_n * cand.added_params**2)
         ratio = (eta + gain) * penalty / max(eta, 1e-12)
         passes = ratio > cfg.tau and gain / yardstick > cfg.alpha
@@ -200,6 +220,26 @@ def senn_check(net: GraphNet, batch: tuple[torch.Tensor, torch.Tensor, str], cfg
     if best is None:
         return GraphDecision(None, eta, cfg.tau, scored)
     return GraphDecision(best[1], eta, cfg.tau, scored, best[2])
+
+
+def _scored(net: GraphNet, cand: GraphCandidate, cfg: Any,
+            batch: tuple[torch.Tensor, torch.Tensor, str],
+            cap: Capture | None) -> tuple[Built, float]:
+    """The candidate's network (as build makes it) and its gain: in closed form from the
+    check's capture for a zero-fan-in width candidate of a plain group, else from a pass over
+    the grown network."""
+    x, y, task = batch
+    if cand.kind == "width" and cfg.init != "zero_out" and cap is not None:
+        group = group_named(net.spec, cand.target)
+        gen = torch.Generator().manual_seed(cand.seed)
+        probe, u = fan_out(net, group, cand.units, cfg.init, cfg.fanout_scale, batch, gen, cap)
+        built = widen(net, group, cand.units, probe.fan_out_weights(u))
+        grads = fanin_grads(probe, u, cap)
+        if grads is not None:
+            return built, scores.natural_score(grads, cfg.damping)
+    else:
+        built = build(net, cand, cfg, batch)
+    return built, scores.gain(built[1], built[2], x, y, task, cfg.damping)
 
 
 def schedule_changes(net: GraphNet, initial: dict[str, int], cfg: Any,

@@ -10,6 +10,7 @@ tensor modules (group norm, depthwise convs, dilated convs) fall back to torch.f
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import cast
 
 import torch
@@ -50,10 +51,10 @@ def _batch_norm(module: nn.modules.batchnorm._BatchNorm, x: Tensor,
                 g: Tensor) -> dict[str, Tensor]:
     assert module.running_mean is not None and module.running_var is not None
     shape = (1, -1) + (1,) * (x.dim() - 2)
-    xhat = (x - module.running_mean.view(shape)) / torch.sqrt(
-        module.running_var.view(shape) + module.eps)
     dims = tuple(range(2, x.dim()))
-    return {"weight": (g * xhat).sum(dims) if dims else g * xhat,
+    centred = g * (x - module.running_mean.view(shape))  # two full-size temporaries, not four
+    scale = torch.rsqrt(module.running_var + module.eps)  # (C,): applied after the sum
+    return {"weight": (centred.sum(dims) if dims else centred) * scale,
             "bias": g.sum(dims) if dims else g}
 
 
@@ -62,13 +63,19 @@ RULES: dict[type, Callable[..., dict[str, Tensor]]] = {
     nn.BatchNorm2d: _batch_norm}
 
 
-def from_hooks(net: nn.Module, names: list[str], x: Tensor, y: Tensor,
-               task: str) -> dict[str, Tensor] | None:
-    """{name: (N, *shape)} per-example gradients, or None when a module is not supported."""
-    owners = {name.rsplit(".", 1)[0] for name in names}
+@dataclass
+class Capture:
+    """One forward and backward pass of the summed per-example loss (eval mode): each owner
+    module's input and output gradient, and the gradient at the network's output (N, out)."""
+
+    inputs: dict[str, Tensor]
+    grads: dict[str, Tensor]
+    out_grad: Tensor
+
+
+def capture(net: nn.Module, owners: list[str], x: Tensor, y: Tensor, task: str) -> Capture:
+    """Inputs and output gradients of the modules `owners` (names of net's submodules)."""
     modules = {o: net.get_submodule(o) for o in owners}
-    if not all(supported(m) for m in modules.values()):
-        return None
     inputs: dict[str, Tensor] = {}
     outputs: dict[str, Tensor] = {}
 
@@ -82,17 +89,37 @@ def from_hooks(net: nn.Module, names: list[str], x: Tensor, y: Tensor,
     net.eval()
     try:
         with torch.enable_grad():
-            loss = per_example_loss(net(x), y, task).sum()
+            out = net(x)
+            loss = per_example_loss(out, y, task).sum()
             order = sorted(outputs)
-            grads = torch.autograd.grad(loss, [outputs[o] for o in order], allow_unused=True)
+            grads = torch.autograd.grad(loss, [*(outputs[o] for o in order), out],
+                                        allow_unused=True, materialize_grads=True)
     finally:
         net.train(was_training)
         for h in handles:
             h.remove()
+    return Capture(inputs, dict(zip(order, grads[:-1], strict=True)), grads[-1])
+
+
+def owners_of(names: list[str]) -> list[str]:
+    return sorted({name.rsplit(".", 1)[0] for name in names})
+
+
+def from_capture(net: nn.Module, names: list[str], cap: Capture) -> dict[str, Tensor]:
+    """{name: (N, *shape)} per-example gradients of parameters whose owners `cap` holds."""
     per: dict[str, Tensor] = {}
-    for owner, g in zip(order, grads, strict=True):
-        module = modules[owner]
-        g = torch.zeros_like(outputs[owner]) if g is None else g
-        for tensor, value in RULES[type(module)](module, inputs[owner], g).items():
+    for owner in owners_of(names):
+        module = net.get_submodule(owner)
+        for tensor, value in RULES[type(module)](module, cap.inputs[owner],
+                                                 cap.grads[owner]).items():
             per[f"{owner}.{tensor}"] = value
     return {name: per[name] for name in names}
+
+
+def from_hooks(net: nn.Module, names: list[str], x: Tensor, y: Tensor,
+               task: str) -> dict[str, Tensor] | None:
+    """{name: (N, *shape)} per-example gradients, or None when a module is not supported."""
+    owners = owners_of(names)
+    if not all(supported(net.get_submodule(o)) for o in owners):
+        return None
+    return from_capture(net, names, capture(net, owners, x, y, task))

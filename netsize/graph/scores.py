@@ -8,6 +8,7 @@
 - GradMax's fan-out: with zero fan-in the new fan-in gradient is linear in the fan-out,
   g(U) = U^T M. M^T u is one backward pass; M v the derivative of <g(U), v> in U (double
   backward). A few rounds of block power iteration give M's top-k left singular vectors.
+  For plain groups (netsize.graph.gradmax_closed) M itself comes from one backward pass.
 """
 
 from __future__ import annotations
@@ -16,8 +17,16 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from netsize.graph.gradmax_closed import closed_form_matrix
 from netsize.graph.groups import Group
-from netsize.graph.per_example import from_hooks
+from netsize.graph.per_example import (
+    Capture,
+    capture,
+    from_capture,
+    from_hooks,
+    owners_of,
+    supported,
+)
 from netsize.losses import per_example_loss
 from netsize.surgery import IndexMap
 
@@ -90,6 +99,22 @@ def gain(grown: nn.Module, index_map: IndexMap, x: torch.Tensor, y: torch.Tensor
     columns = [g.flatten(1) if masks[n] is None else g[:, masks[n]]
                for n, g in grads.items()]
     return natural_score(torch.cat(columns, dim=1), damping)
+
+
+def check_capture(net: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                  task: str) -> Capture | None:
+    """One pass over the network for a whole check (eta now, |dL/dy|^2, and GradMax's matrix
+    and the gains of plain groups), or None where a module needs torch.func."""
+    owners = owners_of([n for n, _ in net.named_parameters()])
+    if not all(supported(net.get_submodule(o)) for o in owners):
+        return None
+    return capture(net, owners, x, y, task)
+
+
+def eta_from(net: nn.Module, cap: Capture, damping: float) -> float:
+    """eta(net) from its capture (the same per-example gradients as eta's)."""
+    grads = from_capture(net, [n for n, _ in net.named_parameters()], cap)
+    return natural_score(torch.cat([g.flatten(1) for g in grads.values()], dim=1), damping)
 
 
 def _broadcast(mask: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -165,6 +190,7 @@ class FanOutProbe:
         self.fan_out = [(f"ops.{c}.weight", index_map[f"ops.{c}.weight"].index[1] < 0)  # type: ignore[operator]
                         for c in group.consumers]
         # each consumer's old rows (None: all rows are old)
+        self.closed_maps: tuple[Capture, dict[str, torch.Tensor]] | None = None  # gradmax_closed
         self.old_rows: list[torch.Tensor | None] = [
             None if (rows := index_map[name].index[0]) is None else rows.ge(0)
             for name, _ in self.fan_out]
@@ -249,13 +275,17 @@ def _scatter_columns(w: torch.Tensor, cols: torch.Tensor, new: torch.Tensor,
 
 
 def gradmax_fanout(probe: FanOutProbe, k: int, generator: torch.Generator,
-                   rounds: int = 6) -> torch.Tensor:
-    """Top-k left singular vectors of M (D_out, k), orthonormal columns, by block power
-    iteration (exact when M is small enough to be built column by column)."""
+                   rounds: int = 6, cap: Capture | None = None) -> torch.Tensor:
+    """Top-k left singular vectors of M (D_out, k), orthonormal columns: exact for plain
+    groups (M in closed form from `cap`, the network's capture, or one pass of the probe) and
+    where M is small enough to be built row by row, else by block power iteration."""
     d = probe.dim()
     dtype = probe.params[probe.fan_out[0][0]].dtype
-    if d <= EXACT_DIM and -(-d // probe.k) <= 2 * rounds:  # exact M is no dearer
-        u, _, _ = torch.linalg.svd(gradmax_matrix(probe), full_matrices=False)
+    m = closed_form_matrix(probe, cap)
+    if m is None and d <= EXACT_DIM and -(-d // probe.k) <= 2 * rounds:  # no dearer
+        m = gradmax_matrix(probe)
+    if m is not None:
+        u, _, _ = torch.linalg.svd(m, full_matrices=False)
         return _complete(u[:, :k], d, k, generator)
     u = torch.linalg.qr(torch.randn(d, k, generator=generator, dtype=dtype))[0]
     for _ in range(rounds):
