@@ -1,7 +1,8 @@
 """When, where and how to grow, for the training loop: `Grower.maybe_grow` is its one hook.
 
 The Grower decides when a check is due (SENN checks every check_every steps outside a cooldown,
-or GradMax's schedule), asks the network's moves where to grow (`netsize.networks.GraphMoves`,
+or GradMax's schedule; its config is in steps, cadences given in epochs converted by
+`netsize.growth.in_steps`), asks the network's moves where to grow (`netsize.networks.GraphMoves`,
 the one growth core: every architecture is a graph network), and logs every check (grown or
 not, with every candidate's score and the reason) and every event.
 The loop swaps in the grown network and carries the optimizer state through the index map.

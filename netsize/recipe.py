@@ -35,7 +35,7 @@ from netsize.data import (
     TorchvisionData,
 )
 from netsize.errors import UserError
-from netsize.growth import GrowConfig, ScheduleConfig
+from netsize.growth import TWINS, GrowConfig, ScheduleConfig
 from netsize.prune import PruneConfig
 from netsize.search.config import EarlyStoppingConfig, ParamSpace, SearchConfig
 from netsize.train import TrainConfig
@@ -165,6 +165,22 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, origin: str) -> N
     node[parts[-1]] = value
 
 
+def _drop_twins(tree: dict[str, Any], keys: list[str]) -> None:
+    """A cadence key set by --set (or derive) replaces its twin in the other unit from the
+    recipe: `--set grow.check_every_epochs=1` on a recipe giving grow.check_every runs on
+    epochs. Both twins set by the same changes stay, for validation to refuse."""
+    for key in keys:
+        twin = TWINS.get(key)
+        if twin is None or twin in keys:
+            continue
+        *parents, last = twin.split(".")
+        node: Any = tree
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """'train.lr=0.01' -> ('train.lr', 0.01); the value is read as YAML (numbers, lists, ...)."""
     key, sep, raw = text.partition("=")
@@ -191,6 +207,7 @@ def recipe_from_dict(raw: Any, origin: str, overrides: list[str] | tuple[str, ..
             value = str(Path(value).expanduser().absolute())
         blame[key] = f"--set {one_line(text)}"
         _set_dotted(tree, key, value, blame[key])
+    _drop_twins(tree, list(blame))
     try:
         return Recipe.model_validate(tree)
     except ValidationError as error:
@@ -235,6 +252,7 @@ def derive(recipe: Recipe, changes: dict[str, Any], origin: str = "derived recip
     tree = recipe_to_dict(recipe)
     for key, value in changes.items():
         _set_dotted(tree, key, value, origin)
+    _drop_twins(tree, list(changes))
     try:
         return Recipe.model_validate(tree)
     except ValidationError as error:

@@ -215,6 +215,7 @@ def grow_report(name: str, summary: dict[str, Any], events: Rows, checkpoints: R
         f"- best validation {summary['metric']}: {summary['best_val']:.4f} "
         f"(test {summary['best_test']:.4f})",
         f"- why the size stopped: {summary.get('growth_stopped', '')}",
+        *([f"- growth cadence: {summary['cadence']}"] if summary.get("cadence") else []),
         f"- growth events: {len(events)}; wall time {summary['wall_seconds']:.1f} s, of which "
         f"scoring and surgery {summary['growth_seconds']:.2f} s "
         f"({100 * summary['growth_share']:.1f}%)",

@@ -25,6 +25,7 @@ from netsize.foreign_graph import foreign_graph, left_alone
 from netsize.graph.build import GraphNet
 from netsize.graph.spec import GraphSpec
 from netsize.grower import Grower
+from netsize.growth import describe_cadence, in_steps, uses_epochs
 from netsize.losses import batch_loss
 from netsize.model import count_flops, count_params
 from netsize.networks import build_network, moves_for
@@ -183,8 +184,9 @@ class Trainer:
             # plan_network returns spec_from_config's GraphSpec (annotated as any spec)
             net = build_network(cast(GraphSpec, plan_network(recipe, splits)))
         self.net: Any = net.to(device)
-        self.note = (left_alone(net.spec, self.grow_cfg.coupled)
-                     if foreign and self.grow and isinstance(net, GraphNet) else "")
+        # lines printed before training: what will not grow, the cadence given in epochs
+        self.notes = [left_alone(net.spec, self.grow_cfg.coupled)
+                      if foreign and self.grow and isinstance(net, GraphNet) else ""]
         spec = getattr(net, "spec", None)
         self.initial_architecture = spec.describe() if spec else type(net).__name__
         self.initial_params = count_params(self.net)
@@ -197,6 +199,11 @@ class Trainer:
         # Drop a trailing batch of one example: batch norm cannot train on it.
         self.steps_per_epoch = n // bs + (1 if n % bs > 1 else 0)
         self.total_steps = self.steps_per_epoch * recipe.train.epochs
+        # the Grower runs on steps: cadences given in epochs become steps here, once
+        self.grow_cfg = in_steps(self.grow_cfg, self.steps_per_epoch)
+        if self.grow and uses_epochs(recipe.grow):
+            self.notes.append(f"growth cadence at {self.steps_per_epoch} steps per epoch: "
+                              f"{describe_cadence(recipe.grow, self.grow_cfg)}")
         self.opt = make_optimizer(self.net, recipe.train)
         self.sched = make_scheduler(self.opt, recipe.train, self.total_steps)
         self.stepper = Stepper(recipe.train, device)
@@ -320,8 +327,8 @@ class Trainer:
         """Train from the epoch after self.epoch (0 for a new run, later for a resumed one)."""
         started = time.perf_counter() - self.summary.wall_seconds  # a resumed run's time counts
         self.net.train()
-        if self.note:
-            self.reporter.note(self.note)
+        for text in filter(None, self.notes):
+            self.reporter.note(text)
         self.reporter.start(self.total_steps)
         if self.step:
             self.reporter.step(self.step, self.epoch)

@@ -113,6 +113,21 @@ def test_bool_and_float_are_not_integers(tmp_path: Path, value: str):
     refused(cli("grow", IRIS, "--set", f"train.epochs={value}"), "train.epochs", "integer")
 
 
+@pytest.mark.parametrize("grow, steps", [
+    ("{check_every: 4, check_every_epochs: 1}", "grow.check_every"),
+    ("{cooldown: 0, cooldown_epochs: 0.5}", "grow.cooldown"),
+    ("{schedule: {start: 10, start_epochs: 1}}", "grow.schedule.start"),
+    ("{schedule: {every: 5, every_epochs: 0.5}}", "grow.schedule.every"),
+])
+def test_a_cadence_in_steps_and_in_epochs_is_refused(tmp_path: Path, grow: str, steps: str):
+    path = iris_recipe(tmp_path, grow=grow)
+    refused(cli("grow", path, "--out", tmp_path / "out"), str(path), f"{steps} and "
+            f"{steps}_epochs both", "keep one")
+    assert not (tmp_path / "out").exists()
+    refused(cli("grow", IRIS, "--set", f"{steps}=3", "--set", f"{steps}_epochs=1"),
+            f"{steps} and {steps}_epochs")
+
+
 def test_unknown_data_source_is_named_not_quoted(tmp_path: Path):
     path = iris_recipe(tmp_path, data="{source: [" + ", ".join(["sklearn"] * 5000) + "]}")
     line = refused(cli("grow", path), str(path), "data.source", "'sklearn'")

@@ -92,6 +92,21 @@ def test_a_run_killed_anywhere_and_resumed_equals_an_uninterrupted_run(
     assert not (tmp_path / "run" / RESUME_DIR).exists()  # removed once the run finished
 
 
+def test_a_cadence_in_epochs_resumes_from_the_recorded_recipe(tmp_path):
+    """recipe.yaml keeps check_every_epochs (check_every: null): resuming from it converts to
+    the same steps again and continues the same run."""
+    recipe = load_recipe(TINY / "mlp_iris.yaml", ["grow.tau=1.0", "grow.check_every_epochs=0.5",
+                                                  "grow.cooldown_epochs=1"])
+    full = run_grow(recipe, tmp_path / "full")
+    with pytest.raises(Killed):
+        run_grow(recipe, tmp_path / "run", observer=KillAt(23), resumable=True)
+    recorded = load_recipe(tmp_path / "run" / "recipe.yaml")
+    assert recorded == recipe and recorded.grow.check_every is None
+    resumed = run_grow(recorded, tmp_path / "run", resume=True)
+    assert full.summary.checks and resumed.summary.checks == full.summary.checks
+    assert resumed.summary.events == full.summary.events
+
+
 class KillAtFinal(SilentReporter):
     def checkpoint(self, ckpt) -> None:
         if ckpt.tag == "final":

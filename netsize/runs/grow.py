@@ -24,6 +24,7 @@ from netsize.data import Splits, load_data
 from netsize.errors import UserError
 from netsize.files import atomic_write_text, write_csv, write_json
 from netsize.finish import add_finished, finish_sizes
+from netsize.growth import cadence, describe_cadence
 from netsize.io import save_checkpoint
 from netsize.preflight import check_data
 from netsize.recipe import Recipe, recipe_to_dict
@@ -154,9 +155,14 @@ def _summary_info(name: str, recipe: Recipe, task: str, summary: RunSummary,
         "wall_seconds": summary.wall_seconds, "growth_seconds": summary.growth_seconds,
         "growth_share": summary.growth_seconds / max(summary.wall_seconds, 1e-9),
         "train_flops": summary.train_flops, "early_stopped": summary.early_stopped,
-        "grow": {"trigger": recipe.grow.trigger, "init": recipe.grow.init},
+        # the cadence in steps as the run used it (the recipe keeps the unit it was given in)
+        "grow": {"trigger": recipe.grow.trigger, "init": recipe.grow.init,
+                 "steps_per_epoch": trainer.steps_per_epoch,
+                 "cadence_steps": cadence(trainer.grow_cfg) if trainer.grow else {}},
+        "cadence": f"{describe_cadence(recipe.grow, trainer.grow_cfg)} "
+                   f"({trainer.steps_per_epoch} steps per epoch)" if trainer.grow else "",
         "first_epoch_params": summary.history[0]["params"],
-        "growth_stopped": why_growth_stopped(recipe, summary),
+        "growth_stopped": why_growth_stopped(recipe, summary, trainer),
         "compile_seconds": summary.compile_seconds,
         "timing": timing(trainer.device),
     }
@@ -167,7 +173,7 @@ def timing(device: torch.device) -> dict[str, Any]:
     return {"device": device.type, "threads": torch.get_num_threads(), "host": platform.node()}
 
 
-def why_growth_stopped(recipe: Recipe, summary: RunSummary) -> str:
+def why_growth_stopped(recipe: Recipe, summary: RunSummary, trainer: Trainer) -> str:
     """One sentence for the report: why the run ended at its size."""
     cfg = recipe.grow
     if cfg.trigger == "none":
@@ -177,7 +183,8 @@ def why_growth_stopped(recipe: Recipe, summary: RunSummary) -> str:
     if len(summary.events) >= cfg.max_events:
         return f"growth stopped at grow.max_events ({cfg.max_events})."
     if not summary.checks:
-        return "no growth check was due (grow.check_every / cooldown against the run's steps)."
+        return (f"no growth check was due ({describe_cadence(cfg, trainer.grow_cfg)}, "
+                f"against the run's {trainer.total_steps} steps).")
     last = summary.checks[-1]
     return (f"{len(summary.checks)} checks, {len(summary.events)} grew; the last check (step "
             f"{last['step']}) did not grow: {last['reason']}." if not last["grew"] else
