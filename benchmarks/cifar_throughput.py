@@ -24,7 +24,7 @@ alternates too); on CUDA the clock is read after torch.cuda.synchronize. The tab
 (median over rounds) and the ratio netsize / hand: the median of the per-round ratios, with
 their range, against the goal >= 0.97.
 
-    python benchmarks/cifar_throughput.py                     # CPU, 1 thread: ~2 min
+    python benchmarks/cifar_throughput.py                     # CPU, 1 thread: ~1.5 min
     python benchmarks/cifar_throughput.py --device cuda --steps 50 --rounds 10
     python benchmarks/cifar_throughput.py --device cuda --set train.precision=bf16 \\
         --set train.channels_last=true
