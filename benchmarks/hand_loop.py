@@ -60,15 +60,21 @@ def overrides(model: str, args: argparse.Namespace) -> list[str]:
             f"train.batch_size={args.batch_size}", f"train.epochs={args.epochs}", *args.set]
 
 
+def copy_state(source: torch.nn.Module, target: torch.nn.Module) -> None:
+    """Load `source`'s tensors into `target` in order (the two list the same shapes in the same
+    order: the hand-written model declares its layers in netsize's node order)."""
+    theirs = list(source.state_dict().values())
+    ours = target.state_dict()
+    assert [v.shape for v in ours.values()] == [v.shape for v in theirs]
+    target.load_state_dict(dict(zip(ours, theirs, strict=True)))
+
+
 class HandStep:
     """The step a user writes: forward, cross-entropy, zero_grad, backward, Adam, cosine."""
 
     def __init__(self, trainer: Trainer, model: str):
         self.net = hand_cnn(widths(model))
-        theirs = list(trainer.net.state_dict().values())
-        ours = self.net.state_dict()
-        assert [v.shape for v in ours.values()] == [v.shape for v in theirs]
-        self.net.load_state_dict(dict(zip(ours, theirs, strict=True)))  # identical start
+        copy_state(trainer.net, self.net)  # identical start
         self.net.train()
         cfg = trainer.recipe.train
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
@@ -87,12 +93,40 @@ class HandStep:
 def timed_round(step: Any, perm: torch.Tensor, steps: int, bs: int, start: int) -> float:
     """Images per second over `steps` steps from batch `start` of the permutation."""
     batches = len(perm) // bs
-    loss_sum = torch.zeros(())
+    loss_sum = torch.zeros((), device=perm.device)
+    synchronize(perm.device)  # the clock starts once earlier queued work is done
     began = time.perf_counter()
     for b in range(start, start + steps):
         loss_sum += step(perm[(b % batches) * bs : (b % batches + 1) * bs])
     float(loss_sum)  # the one read per round, as the epoch end reads it
+    synchronize(perm.device)
     return steps * bs / (time.perf_counter() - began)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def alternate(sides: dict[str, Any], perm: torch.Tensor, bs: int, steps: int, rounds: int,
+              label: str, err: Console) -> dict[str, Any]:
+    """Warm both sides ("netsize", "hand") up, then `rounds` rounds of `steps` steps each (which
+    goes first alternates): images/s per round, their medians and the per-round ratios."""
+    for step in sides.values():
+        timed_round(step, perm, max(3, steps // 4), bs, 0)  # warm-up
+    rates: dict[str, list[float]] = {"netsize": [], "hand": []}
+    for r in range(rounds):
+        names = list(sides) if r % 2 == 0 else list(reversed(sides))
+        for name in names:
+            rates[name].append(timed_round(sides[name], perm, steps, bs, r * steps))
+        err.print(f"{label} round {r + 1}: netsize {rates['netsize'][-1]:,.0f}/s, hand "
+                  f"{rates['hand'][-1]:,.0f}/s", highlight=False)
+    ratios = [a / b for a, b in zip(rates["netsize"], rates["hand"], strict=True)]
+    return {"netsize_per_s": rates["netsize"], "hand_per_s": rates["hand"],
+            "netsize_median": statistics.median(rates["netsize"]),
+            "hand_median": statistics.median(rates["hand"]), "ratios": ratios,
+            "ratio": statistics.median(ratios), "ratio_min": min(ratios),
+            "ratio_max": max(ratios)}
 
 
 def compare_steps(model: str, threads: int, args: argparse.Namespace, err: Console) -> dict:
@@ -103,23 +137,10 @@ def compare_steps(model: str, threads: int, args: argparse.Namespace, err: Conso
     sides = {"netsize": trainer.train_step, "hand": HandStep(trainer, model)}
     perm = torch.randperm(len(trainer.splits.x_train), generator=torch.Generator().manual_seed(0))
     bs = recipe.train.batch_size
-    for step in sides.values():
-        timed_round(step, perm, max(3, args.steps // 4), bs, 0)  # warm-up
-    rates: dict[str, list[float]] = {"netsize": [], "hand": []}
-    for r in range(args.rounds):
-        names = list(sides) if r % 2 == 0 else list(reversed(sides))
-        for name in names:
-            rates[name].append(timed_round(sides[name], perm, args.steps, bs, r * args.steps))
-        err.print(f"{model} threads {threads} round {r + 1}: netsize {rates['netsize'][-1]:,.0f}"
-                  f"/s, hand {rates['hand'][-1]:,.0f}/s", highlight=False)
-    ratios = [a / b for a, b in zip(rates["netsize"], rates["hand"], strict=True)]
-    return {"model": model, "threads": threads, "params": sum(p.numel() for p in
-                                                               trainer.net.parameters()),
-            "netsize_per_s": rates["netsize"], "hand_per_s": rates["hand"],
-            "netsize_median": statistics.median(rates["netsize"]),
-            "hand_median": statistics.median(rates["hand"]), "ratios": ratios,
-            "ratio": statistics.median(ratios), "ratio_min": min(ratios),
-            "ratio_max": max(ratios)}
+    params = sum(p.numel() for p in trainer.net.parameters())
+    return {"model": model, "threads": threads, "params": params,
+            **alternate(sides, perm, bs, args.steps, args.rounds, f"{model} threads {threads}",
+                        err)}
 
 
 def whole_runs(model: str, threads: int, args: argparse.Namespace, err: Console) -> dict:
