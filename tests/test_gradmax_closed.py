@@ -124,3 +124,19 @@ def test_closed_form_gain_is_the_grown_networks(init: str, family: str):
         assert float(want.abs().max()) > 1e-8
         assert scores.natural_score(got, 1e-3) == pytest.approx(
             scores.gain(grown, index_map, x, y, "classification", 1e-3), rel=1e-9)
+
+
+@pytest.mark.parametrize("family", sorted(graphs.FAMILIES))
+def test_a_probe_grown_with_a_fan_out_is_what_widen_builds(family: str):
+    """Growth writes the fan-out into the probe network instead of widening again: the very
+    tensors widen(net, group, k, fan_out_weights(u)) gives, in every family."""
+    spec = graphs.FAMILIES[family]()
+    net = make(spec)
+    for group, probe in _probes(spec):
+        u = torch.randn(probe.dim(), probe.k, generator=torch.Generator().manual_seed(5),
+                        dtype=torch.float64)
+        _, want, want_map = widen(net, group, probe.k, probe.fan_out_weights(u))
+        got, got_map = probe.grown_with(u)
+        assert got.spec == want.spec and got_map.keys() == want_map.keys()
+        for name, value in want.state_dict().items():
+            assert torch.equal(got.state_dict()[name], value), (group.name, name)

@@ -138,7 +138,12 @@ def grow_width(net: GraphNet, group: Group, k: int, init: str, fanout_scale: flo
     if init == "zero_out":
         return widen(net, group, k, {}, _random_fan_in(net, group, k, gen))
     probe, u = fan_out(net, group, k, init, fanout_scale, batch, gen)
-    return widen(net, group, k, probe.fan_out_weights(u))
+    return _grown(probe, u)
+
+
+def _grown(probe: scores.FanOutProbe, u: torch.Tensor) -> Built:
+    grown, index_map = probe.grown_with(u)
+    return cast(GraphNet, grown).spec, cast(GraphNet, grown), index_map
 
 
 def fan_out(net: GraphNet, group: Group, k: int, init: str, fanout_scale: float,
@@ -233,8 +238,8 @@ def _scored(net: GraphNet, cand: GraphCandidate, cfg: Any,
         group = group_named(net.spec, cand.target)
         gen = torch.Generator().manual_seed(cand.seed)
         probe, u = fan_out(net, group, cand.units, cfg.init, cfg.fanout_scale, batch, gen, cap)
-        built = widen(net, group, cand.units, probe.fan_out_weights(u))
         grads = fanin_grads(probe, u, cap)
+        built = _grown(probe, u)
         if grads is not None:
             return built, scores.natural_score(grads, cfg.damping)
     else:

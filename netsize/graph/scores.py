@@ -181,6 +181,7 @@ class FanOutProbe:
     def __init__(self, grown: nn.Module, group: Group, k: int, index_map: IndexMap,
                  x: torch.Tensor, y: torch.Tensor, task: str):
         self.net, self.group, self.k, self.x, self.y, self.task = grown, group, k, x, y, task
+        self.index_map = index_map
         self.params = {n: p.detach() for n, p in grown.named_parameters()}
         self.buffers = {n: b.detach() for n, b in grown.named_buffers()}
         # every parameter with new leading entries is fan-in side: producers, norms, depthwise
@@ -238,6 +239,16 @@ class FanOutProbe:
             w = weights[name] if old is None else weights[name][old.to(weights[name].device)]
             out[consumer] = w[:, torch.as_tensor(cols, device=w.device)]
         return out
+
+    def grown_with(self, u: torch.Tensor) -> tuple[nn.Module, IndexMap]:
+        """The probe network with fan-out u in its consumers' new columns: the network
+        widen(net, group, k, fan_out_weights(u)) builds, without building it again. The probe
+        is spent (its network is the one returned)."""
+        with torch.no_grad():
+            for name, w in self.weights(u).items():
+                self.net.get_parameter(name).copy_(w)
+        self.closed_maps = None
+        return self.net, self.index_map
 
     def fanin_grad(self, u: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
         """(k, D_in): gradient of the mean loss w.r.t. each new unit's fan-in entries."""
