@@ -94,7 +94,10 @@ def consumer_maps(probe: FanOutProbe, cap: Capture) -> dict[str, Tensor]:
     if probe.closed_maps is not None and probe.closed_maps[0] is cap:
         return probe.closed_maps[1]
     group, spec = probe.group, _net(probe).spec
-    x_in = cap.inputs[f"ops.{group.producers[0]}"]
+    owner = f"ops.{group.producers[0]}"
+    producer = _net(probe).ops[group.producers[0]]
+    x_in = cap.patches(owner, producer) if isinstance(producer, nn.Conv2d) \
+        else cap.inputs[owner]  # (N, C_in*kh*kw, L) for a conv, (N, F_in) for a linear
     blocks: list[Block] = [(name.split(".")[1], name.split(".")[2]) for name, _ in probe.fan_in]
     tangents: dict[str, dict[Block, Tensor]] = {}
     for name in (*group.producers, *group.path):  # topological order
@@ -199,10 +202,9 @@ def _linearised(probe: FanOutProbe, node: Node, t: Tensor) -> Tensor:
 def _injected(probe: FanOutProbe, node: Node, tensor: str, x_in: Tensor) -> Tensor:
     """d (op output, new channel) / d (this op's fan-in entries of one unit): (N, e, ...)."""
     n = len(x_in)
-    if node.op == "conv" and tensor == "weight":
-        cols = F.unfold(x_in, node.kernel, padding=node.padding, stride=node.stride)
+    if node.op == "conv" and tensor == "weight":  # x_in: the producer's im2col
         size = _net(probe).spec.shape(node.name)[1:]
-        return cols.reshape(n, cols.shape[1], *size)  # (N, C_in * kh * kw, H, W)
+        return x_in.reshape(n, x_in.shape[1], *size)  # (N, C_in * kh * kw, H, W)
     if node.op == "linear" and tensor == "weight":
         return x_in  # (N, F_in)
     shape = (n, 1, *_net(probe).spec.shape(node.name)[1:])

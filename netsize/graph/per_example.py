@@ -10,7 +10,7 @@ tensor modules (group norm, depthwise convs, dilated convs) fall back to torch.f
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 import torch
@@ -36,10 +36,14 @@ def _linear(module: nn.Linear, x: Tensor, g: Tensor) -> dict[str, Tensor]:
     return out
 
 
-def _conv(module: nn.Conv2d, x: Tensor, g: Tensor) -> dict[str, Tensor]:
+def unfolded(module: nn.Conv2d, x: Tensor) -> Tensor:
+    """(N, C_in*kh*kw, L): the conv's input patches (im2col)."""
     padding = cast(tuple[int, ...], module.padding)  # supported() refused string paddings
-    cols = F.unfold(x, module.kernel_size, padding=padding,
-                    stride=module.stride)  # (N, C_in*kh*kw, L)
+    return F.unfold(x, module.kernel_size, padding=padding, stride=module.stride)
+
+
+def _conv(module: nn.Conv2d, x: Tensor, g: Tensor, cols: Tensor | None = None) -> dict[str, Tensor]:
+    cols = unfolded(module, x) if cols is None else cols
     per = torch.einsum("nol,nkl->nok", g.flatten(2), cols)  # (N, C_out, C_in*kh*kw)
     out = {"weight": per.reshape(len(x), *module.weight.shape)}
     if module.bias is not None:
@@ -71,6 +75,12 @@ class Capture:
     inputs: dict[str, Tensor]
     grads: dict[str, Tensor]
     out_grad: Tensor
+    cols: dict[str, Tensor] = field(default_factory=dict)  # conv owners' im2col, once
+
+    def patches(self, owner: str, module: nn.Conv2d) -> Tensor:
+        if owner not in self.cols:
+            self.cols[owner] = unfolded(module, self.inputs[owner])
+        return self.cols[owner]
 
 
 def capture(net: nn.Module, owners: list[str], x: Tensor, y: Tensor, task: str) -> Capture:
@@ -110,8 +120,9 @@ def from_capture(net: nn.Module, names: list[str], cap: Capture) -> dict[str, Te
     per: dict[str, Tensor] = {}
     for owner in owners_of(names):
         module = net.get_submodule(owner)
-        for tensor, value in RULES[type(module)](module, cap.inputs[owner],
-                                                 cap.grads[owner]).items():
+        extra = (cap.patches(owner, module),) if isinstance(module, nn.Conv2d) else ()
+        for tensor, value in RULES[type(module)](module, cap.inputs[owner], cap.grads[owner],
+                                                 *extra).items():
             per[f"{owner}.{tensor}"] = value
     return {name: per[name] for name in names}
 
