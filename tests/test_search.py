@@ -332,3 +332,17 @@ def test_a_trial_left_running_in_a_journal_does_not_block_forever(tmp_path, monk
     except _Runaway:
         pytest.fail(f"run_worker waited {fake_time.sleeps - 1} times for a dead worker")
     assert _states(study).get(TrialState.COMPLETE, 0) == 1
+
+
+def test_a_flops_objective_is_a_column_of_trials_csv_and_the_report(tmp_path):
+    """With search.flops_objective each trial's third objective (the best checkpoint's forward
+    FLOPs per example) is in trials.csv and the report's trials table; parameters are whole."""
+    out = tmp_path / "study"
+    result = _grow("--trials", "2", "--out", out, "--set", "search.flops_objective=true")
+    assert result.exit_code == 0, result.output
+    complete = [t for t in _load(out).get_trials() if t.state == TrialState.COMPLETE]
+    rows = {int(r["trial"]): r for r in _read_csv(out / "trials.csv")}
+    for t in complete:
+        assert int(rows[t.number]["flops"]) == int(t.values[2]) > 0
+        assert rows[t.number]["params"] == str(int(t.values[1]))
+    assert "FLOPs/example" in (out / "report.md").read_text().split("## Trials")[1]

@@ -108,8 +108,10 @@ def write_study_outputs(study_dir: Path, name: str, study: Any) -> tuple[list[Po
     points = all_points(study)
     trials = trial_rows(study)
     params = sorted({k for r in trials for k in r if k.startswith("param:")})
+    flops = ["flops"] if any(r["flops"] is not None for r in trials) else []
     write_csv(study_dir / "trials.csv", trials, ["trial", "state", "val_metric", "params",
-                                                 "early_stopped", "fail_reason", *params])
+                                                 *flops, "early_stopped", "fail_reason",
+                                                 *params])
     write_csv(study_dir / "points.csv", points, POINT_COLUMNS + params)
     front = write_front(study_dir, points, POINT_COLUMNS + params, f"netsize study: {name}",
                         "metric", about={"study": name})
@@ -121,9 +123,18 @@ def write_study_outputs(study_dir: Path, name: str, study: Any) -> tuple[list[Po
              f"Points (every checkpoint of every completed trial): {len(points)}", "",
              "## Pareto front over every checkpoint", "", markdown_table(front, FRONT_COLUMNS),
              "", "![front](front.png)", "", "## Trials", "",
-             markdown_table(trials, TRIAL_COLUMNS), ""]
+             markdown_table(trials, _trial_columns(bool(flops))), ""]
     atomic_write_text(study_dir / "report.md", "\n".join(lines))
     return front, trials
+
+
+def _trial_columns(flops: bool) -> list[tuple[str, str]]:
+    """The trials table's columns: FLOPs per example after parameters when they are an
+    objective of the study."""
+    if not flops:
+        return TRIAL_COLUMNS
+    at = [key for key, _ in TRIAL_COLUMNS].index("params") + 1
+    return [*TRIAL_COLUMNS[:at], ("flops", "FLOPs/example"), *TRIAL_COLUMNS[at:]]
 
 
 def grow_trials(name: str, device: torch.device) -> Any:

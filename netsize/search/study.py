@@ -291,7 +291,9 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     for t in study.get_trials(deepcopy=False):
         rows.append({"trial": t.number, "state": t.state.name.lower(),
                      "val_metric": t.values[0] if t.values else None,
-                     "params": t.values[1] if t.values else None,
+                     "params": int(t.values[1]) if t.values else None,
+                     # the best checkpoint's forward FLOPs per example (search.flops_objective)
+                     "flops": int(t.values[2]) if t.values and len(t.values) > 2 else None,
                      "early_stopped": t.user_attrs.get("early_stopped", False),
                      "fail_reason": _reason(t),
                      **{f"param:{k}": v for k, v in t.params.items()}})
