@@ -26,6 +26,7 @@ and keeps the row-by-row M; tests/test_gradmax_closed.py checks the two agree on
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, cast
 
 import torch
@@ -179,10 +180,7 @@ def _linearised(probe: FanOutProbe, node: Node, t: Tensor) -> Tensor:
     if node.op == "norm":
         return t * _norm_scale(probe, node)
     if node.op == "act":
-        zero = torch.zeros((), dtype=t.dtype, device=t.device, requires_grad=True)
-        with torch.enable_grad():
-            (slope,) = torch.autograd.grad(ACTIVATIONS[node.kind](node)(zero), zero)
-        return t * slope
+        return t * _slope_at_zero(node.kind, node.slope, t.dtype)
     if node.op == "pool":
         stride = node.stride or node.kernel
         if node.kind == "avg":
@@ -197,6 +195,16 @@ def _linearised(probe: FanOutProbe, node: Node, t: Tensor) -> Tensor:
     if node.op == "flatten":
         return t.flatten(2)
     return t  # dropout: eval mode
+
+
+@functools.cache
+def _slope_at_zero(kind: str, negative_slope: float, dtype: torch.dtype) -> float:
+    """The activation's derivative at 0 as autograd takes it (relu's is 1 here)."""
+    zero = torch.zeros((), dtype=dtype, requires_grad=True)
+    with torch.enable_grad():
+        node = Node("act", "act", kind=kind, slope=negative_slope)
+        (slope,) = torch.autograd.grad(ACTIVATIONS[kind](node)(zero), zero)
+    return float(slope)
 
 
 def _injected(probe: FanOutProbe, node: Node, tensor: str, x_in: Tensor) -> Tensor:

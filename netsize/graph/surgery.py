@@ -11,6 +11,7 @@ Tensor layouts (PyTorch): conv weight (out, in, kh, kw), depthwise (C, 1, kh, kw
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from math import gcd
 
@@ -188,9 +189,10 @@ def _index_map(new_spec: GraphSpec, rows: dict[str, Tensor],
     return index_map
 
 
-def _tensor_names(spec: GraphSpec) -> list[str]:
+@functools.lru_cache(maxsize=256)  # a check widens the same network once per candidate
+def _tensor_names(spec: GraphSpec) -> tuple[str, ...]:
     with torch.device("meta"):  # names only: no memory, no draw from the global RNG
-        return list(build_graph(spec).state_dict())
+        return tuple(build_graph(spec).state_dict())
 
 
 def _assemble(net: GraphNet, new_spec: GraphSpec, index_map: IndexMap) -> GraphNet:
