@@ -251,3 +251,15 @@ def test_wall_time_only_where_the_runs_were_timed_alike(saved_runs, tmp_path):
     mixed = compare_runs([saved_runs[0], other], tmp_path / "mixed")
     assert all(math.isnan(s.wall_seconds) for s in mixed.summaries)
     assert {row["wall_s"] for row in summary_rows(mixed.summaries)} == {"-"}
+
+
+def test_a_hypervolume_just_short_of_the_sweeps_does_not_read_100_percent():
+    """The claim line's share has one decimal: 1.4015 against 1.4044 is 99.8%, not 100%."""
+    from netsize.compare import MethodSummary
+    from netsize.runs.compare_report import claims
+
+    def summary(method: str, hv: float, flops: float) -> MethodSummary:
+        return MethodSummary(method, 3, hv, 0.0, 0.9, 100, {}, flops, 1.0)
+
+    line, = claims([summary("fixed", 1.4044, 4.45e12), summary("grow-senn", 1.4015, 1.99e12)])
+    assert "(99.8%)" in line and "using 44.7% of its training FLOPs" in line

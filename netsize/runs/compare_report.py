@@ -34,8 +34,8 @@ def claims(summaries: list[MethodSummary]) -> list[str]:
     for s in summaries:
         if s.method.startswith("grow"):
             lines.append(f"- {s.method}: hypervolume {s.hypervolume:.4f} against the fixed "
-                         f"sweep's {fixed.hypervolume:.4f} ({s.hypervolume / fixed.hypervolume:.0%}"
-                         f"), using {s.train_flops / fixed.train_flops:.0%} of its training FLOPs"
+                         f"sweep's {fixed.hypervolume:.4f} ({s.hypervolume / fixed.hypervolume:.1%}"
+                         f"), using {s.train_flops / fixed.train_flops:.1%} of its training FLOPs"
                          f" ({s.train_flops:.3g} vs {fixed.train_flops:.3g}).")
     return lines
 
