@@ -140,3 +140,20 @@ def test_a_probe_grown_with_a_fan_out_is_what_widen_builds(family: str):
         assert got.spec == want.spec and got_map.keys() == want_map.keys()
         for name, value in want.state_dict().items():
             assert torch.equal(got.state_dict()[name], value), (group.name, name)
+
+
+def test_maps_too_large_keep_the_row_by_row_matrix(monkeypatch: pytest.MonkeyPatch):
+    """A plain group whose fan-in maps would not fit the memory cap takes the old path: no
+    closed form, and growth still gets M's top singular vectors and the exact gain."""
+    from netsize.graph import gradmax_closed
+
+    group, probe = next(_probes(graphs.flatten_cnn()))
+    exact = scores.gradmax_matrix(probe)
+    monkeypatch.setattr(gradmax_closed, "MAX_ELEMENTS", 1)
+    assert gradmax_closed.plain(probe) and not gradmax_closed.applies(probe)
+    assert closed_form_matrix(probe) is None
+    assert fanin_grads(probe, torch.zeros(probe.dim(), probe.k, dtype=torch.float64),
+                       scores.check_capture(probe.net, probe.x, probe.y, probe.task)) is None
+    u = scores.gradmax_fanout(probe, probe.k, torch.Generator().manual_seed(0))
+    s = torch.linalg.svdvals(exact)[: probe.k]  # power iteration: the top subspace, nearly
+    assert float(probe.fanin_grad(u).norm()) >= 0.999 * float(s.pow(2).sum().sqrt())

@@ -27,6 +27,7 @@ and keeps the row-by-row M; tests/test_gradmax_closed.py checks the two agree on
 from __future__ import annotations
 
 import functools
+import math
 from typing import TYPE_CHECKING, cast
 
 import torch
@@ -49,7 +50,7 @@ Block = tuple[str, str]  # (op, parameter): one fan-in parameter's entries of a 
 def closed_form_matrix(probe: FanOutProbe, cap: Capture | None = None) -> Tensor | None:
     """M of a plain group (None otherwise), equal to scores.gradmax_matrix(probe). `cap`: the
     network's capture (any network of the same function: before growth or the probe)."""
-    if not plain(probe):
+    if not applies(probe):
         return None
     cap = cap or _capture(probe)
     maps = consumer_maps(probe, cap)
@@ -63,7 +64,7 @@ def fanin_grads(probe: FanOutProbe, u: Tensor, cap: Capture) -> Tensor | None:
     """(N, k * D_in): each example's gradient of its loss with respect to the new units'
     fan-in entries in the network widened with fan-out u (D_out, k), for a plain group; the
     new fan-out entries' gradients are 0 there (they read the new units' zeros)."""
-    if not plain(probe):
+    if not applies(probe):
         return None
     maps = consumer_maps(probe, cap)
     total, start = None, 0
@@ -74,9 +75,8 @@ def fanin_grads(probe: FanOutProbe, u: Tensor, cap: Capture) -> Tensor | None:
         if node.op == "conv":  # the new input channels' gradient: conv2d_input with U
             per_unit = weight[0, 0].numel()
             w = u[start : start + rows * per_unit].reshape(rows, *weight.shape[2:], -1)
-            delta = conv2d_input((len(m), u.shape[1], *m.shape[2:]),
-                                               w.permute(0, 3, 1, 2), grad_out, node.stride,
-                                               node.padding)
+            delta = conv2d_input((len(m), u.shape[1], *m.shape[2:]), w.permute(0, 3, 1, 2),
+                                 grad_out, node.stride, node.padding)
         else:
             per_unit = m[0, 0].numel()
             w = u[start : start + rows * per_unit].reshape(rows, per_unit, -1)
@@ -114,10 +114,24 @@ def consumer_maps(probe: FanOutProbe, cap: Capture) -> dict[str, Tensor]:
     return maps
 
 
+MAX_ELEMENTS = 2**25  # the fan-in entries' maps, N x D_in x H x W: 128 MiB in float32
+
+
+def applies(probe: FanOutProbe) -> bool:
+    """A plain group whose maps fit MAX_ELEMENTS (wide convs on large images do not: they keep
+    the row-by-row M or power iteration, whose memory is a few passes')."""
+    if not plain(probe):
+        return False
+    producer = probe.group.producers[0]
+    d_in = sum(_block_size(probe, (name.split(".")[1], name.split(".")[2]))
+               for name, _ in probe.fan_in)
+    return len(probe.x) * d_in * math.prod(_net(probe).spec.shape(producer)[1:]) <= MAX_ELEMENTS
+
+
 def plain(probe: FanOutProbe) -> bool:
     """Whether the closed form reads this group (see the module's docstring)."""
     group, spec = probe.group, _net(probe).spec
-    if group.coupled or len(group.producers) != 1:
+    if group.coupled or len(group.producers) != 1 or not group.consumers:
         return False
     nodes = [spec.node(n) for n in (*group.producers, *group.path, *group.consumers)]
     inside = {*group.producers, *group.path}

@@ -18,7 +18,7 @@ from torch import nn
 
 from netsize.graph import scores
 from netsize.graph.build import GraphNet
-from netsize.graph.gradmax_closed import fanin_grads, plain
+from netsize.graph.gradmax_closed import applies, fanin_grads
 from netsize.graph.groups import Group, find_groups, width_params
 from netsize.graph.ops import GATES
 from netsize.graph.per_example import Capture, capture
@@ -156,7 +156,7 @@ def fan_out(net: GraphNet, group: Group, k: int, init: str, fanout_scale: float,
     x, y, task = batch
     probe = scores.FanOutProbe(probe_net, group, k, index_map, x, y, task)
     if init == "gradmax":
-        if cap is None and plain(probe):
+        if cap is None and applies(probe):
             owners = [f"ops.{n}" for n in (*group.producers, *group.consumers)]
             cap = capture(net, owners, x, y, task)
         u = scores.gradmax_fanout(probe, k, gen, cap=cap)
