@@ -67,6 +67,9 @@ RULES: dict[type, Callable[..., dict[str, Tensor]]] = {
     nn.BatchNorm2d: _batch_norm}
 
 
+KEPT_PATCHES = 2**24  # elements of im2col a capture keeps (64 MiB in float32)
+
+
 @dataclass
 class Capture:
     """One forward and backward pass of the summed per-example loss (eval mode): each owner
@@ -78,9 +81,14 @@ class Capture:
     cols: dict[str, Tensor] = field(default_factory=dict)  # conv owners' im2col, once
 
     def patches(self, owner: str, module: nn.Conv2d) -> Tensor:
-        if owner not in self.cols:
-            self.cols[owner] = unfolded(module, self.inputs[owner])
-        return self.cols[owner]
+        """The conv input's im2col, kept for a second use while the kept ones stay small (a
+        check holds its capture through every candidate: large networks recompute instead)."""
+        if owner in self.cols:
+            return self.cols[owner]
+        cols = unfolded(module, self.inputs[owner])
+        if sum(c.numel() for c in self.cols.values()) + cols.numel() <= KEPT_PATCHES:
+            self.cols[owner] = cols
+        return cols
 
 
 def capture(net: nn.Module, owners: list[str], x: Tensor, y: Tensor, task: str) -> Capture:
