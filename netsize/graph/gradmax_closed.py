@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from torch.nn.grad import conv2d_input, conv2d_weight
 
 from netsize.graph.build import GraphNet
+from netsize.graph.groups import Group
 from netsize.graph.ops import ACTIVATIONS, GATES
 from netsize.graph.per_example import Capture, capture
 from netsize.graph.spec import Node
@@ -67,22 +68,15 @@ def fanin_grads(probe: FanOutProbe, u: Tensor, cap: Capture) -> Tensor | None:
     if not applies(probe):
         return None
     maps = consumer_maps(probe, cap)
-    total, start = None, 0
+    columns = probe.fan_out_weights(u)  # {consumer: its new columns (O, k * mult, ...)}
+    total = None
     for c, m in maps.items():
-        node, weight = _net(probe).spec.node(c), _weight(probe, c)
-        grad_out = cap.grads[f"ops.{c}"]
-        rows = weight.shape[0]
-        if node.op == "conv":  # the new input channels' gradient: conv2d_input with U
-            per_unit = weight[0, 0].numel()
-            w = u[start : start + rows * per_unit].reshape(rows, *weight.shape[2:], -1)
-            delta = conv2d_input((len(m), u.shape[1], *m.shape[2:]), w.permute(0, 3, 1, 2),
-                                 grad_out, node.stride, node.padding)
-        else:
-            per_unit = m[0, 0].numel()
-            w = u[start : start + rows * per_unit].reshape(rows, per_unit, -1)
-            delta = torch.einsum("no,omj->njm", grad_out, w)
-        start += rows * per_unit
+        node, w, grad_out = _net(probe).spec.node(c), columns[c], cap.grads[f"ops.{c}"]
         n, d, k = len(m), m.shape[1], u.shape[1]
+        if node.op == "conv":  # the new input channels' gradient: (N, k, H, W)
+            delta = conv2d_input((n, k, *m.shape[2:]), w, grad_out, node.stride, node.padding)
+        else:  # (N, k, features per unit)
+            delta = torch.einsum("no,ojm->njm", grad_out, w.reshape(w.shape[0], k, -1))
         part = torch.einsum("njp,ndp->njd", delta.reshape(n, k, -1), m.reshape(n, d, -1))
         total = part if total is None else total + part
     assert total is not None
@@ -99,7 +93,7 @@ def consumer_maps(probe: FanOutProbe, cap: Capture) -> dict[str, Tensor]:
     producer = _net(probe).ops[group.producers[0]]
     x_in = cap.patches(owner, producer) if isinstance(producer, nn.Conv2d) \
         else cap.inputs[owner]  # (N, C_in*kh*kw, L) for a conv, (N, F_in) for a linear
-    blocks: list[Block] = [(name.split(".")[1], name.split(".")[2]) for name, _ in probe.fan_in]
+    blocks = _blocks(probe)
     tangents: dict[str, dict[Block, Tensor]] = {}
     for name in (*group.producers, *group.path):  # topological order
         node = spec.node(name)
@@ -123,8 +117,7 @@ def applies(probe: FanOutProbe) -> bool:
     if not plain(probe):
         return False
     producer = probe.group.producers[0]
-    d_in = sum(_block_size(probe, (name.split(".")[1], name.split(".")[2]))
-               for name, _ in probe.fan_in)
+    d_in = sum(_block_size(probe, block) for block in _blocks(probe))
     return len(probe.x) * d_in * math.prod(_net(probe).spec.shape(producer)[1:]) <= MAX_ELEMENTS
 
 
@@ -142,13 +135,17 @@ def plain(probe: FanOutProbe) -> bool:
     consumers_ok = all(_is_dense(n) and n.name not in inside and n.inputs[0] in inside
                        and len(group.columns_of(n.name)) == 1
                        for n in nodes[-len(group.consumers):])
-    owners = all(name.split(".")[1] in inside and name.split(".")[2] in ("weight", "bias")
-                 for name, _ in probe.fan_in)
+    owners = all(op in inside and tensor in ("weight", "bias") for op, tensor in _blocks(probe))
     norms_unflattened = all(group.sites_of(n.name)[0].mult == 1 for n in nodes
                             if n.op == "norm")
     return (_is_dense(producer) and len(group.sites_of(producer.name)) == 1 and path_ok
             and consumers_ok and owners and norms_unflattened
             and all(probe.old_rows[i] is None for i in range(len(group.consumers))))
+
+
+def _blocks(probe: FanOutProbe) -> list[Block]:
+    """The fan-in parameters ("ops.OP.TENSOR") as (op, tensor), in fan-in order."""
+    return [cast(Block, tuple(name.split(".")[1:3])) for name, _ in probe.fan_in]
 
 
 def _net(probe: FanOutProbe) -> GraphNet:
@@ -167,10 +164,15 @@ def _is_group_norm(node: Node) -> bool:
     return node.op == "norm" and node.kind == "group"
 
 
-def _capture(probe: FanOutProbe) -> Capture:
-    group = probe.group
+def group_capture(net: nn.Module, group: Group, x: Tensor, y: Tensor, task: str) -> Capture:
+    """What the closed form reads of a network (before growth, or a probe): the producer's
+    input and the consumers' output gradients."""
     owners = [f"ops.{n}" for n in (*group.producers, *group.consumers)]
-    return capture(probe.net, owners, probe.x, probe.y, probe.task)
+    return capture(net, owners, x, y, task)
+
+
+def _capture(probe: FanOutProbe) -> Capture:
+    return group_capture(probe.net, probe.group, probe.x, probe.y, probe.task)
 
 
 def _new_entries(probe: FanOutProbe, op: str, tensor: str) -> Tensor:

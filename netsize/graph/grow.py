@@ -18,10 +18,10 @@ from torch import nn
 
 from netsize.graph import scores
 from netsize.graph.build import GraphNet
-from netsize.graph.gradmax_closed import applies, fanin_grads
+from netsize.graph.gradmax_closed import applies, fanin_grads, group_capture
 from netsize.graph.groups import Group, find_groups, width_params
 from netsize.graph.ops import GATES
-from netsize.graph.per_example import Capture, capture
+from netsize.graph.per_example import Capture
 from netsize.graph.spec import GraphSpec, node_params
 from netsize.graph.surgery import deepen, widen
 from netsize.surgery import IndexMap
@@ -157,8 +157,7 @@ def fan_out(net: GraphNet, group: Group, k: int, init: str, fanout_scale: float,
     probe = scores.FanOutProbe(probe_net, group, k, index_map, x, y, task)
     if init == "gradmax":
         if cap is None and applies(probe):
-            owners = [f"ops.{n}" for n in (*group.producers, *group.consumers)]
-            cap = capture(net, owners, x, y, task)
+            cap = group_capture(net, group, x, y, task)
         u = scores.gradmax_fanout(probe, k, gen, cap=cap)
     else:
         u = torch.randn(probe.dim(), k, generator=gen, dtype=x.dtype).to(x.device)

@@ -135,10 +135,16 @@ def from_capture(net: nn.Module, names: list[str], cap: Capture) -> dict[str, Te
     return {name: per[name] for name in names}
 
 
+def capture_supported(net: nn.Module, owners: list[str], x: Tensor, y: Tensor,
+                      task: str) -> Capture | None:
+    """capture(), or None when an owner's per-example gradients need torch.func."""
+    if not all(supported(net.get_submodule(o)) for o in owners):
+        return None
+    return capture(net, owners, x, y, task)
+
+
 def from_hooks(net: nn.Module, names: list[str], x: Tensor, y: Tensor,
                task: str) -> dict[str, Tensor] | None:
     """{name: (N, *shape)} per-example gradients, or None when a module is not supported."""
-    owners = owners_of(names)
-    if not all(supported(net.get_submodule(o)) for o in owners):
-        return None
-    return from_capture(net, names, capture(net, owners, x, y, task))
+    cap = capture_supported(net, owners_of(names), x, y, task)
+    return None if cap is None else from_capture(net, names, cap)

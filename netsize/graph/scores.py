@@ -21,11 +21,10 @@ from netsize.graph.gradmax_closed import closed_form_matrix
 from netsize.graph.groups import Group
 from netsize.graph.per_example import (
     Capture,
-    capture,
+    capture_supported,
     from_capture,
     from_hooks,
     owners_of,
-    supported,
 )
 from netsize.losses import per_example_loss
 from netsize.surgery import IndexMap
@@ -105,10 +104,7 @@ def check_capture(net: nn.Module, x: torch.Tensor, y: torch.Tensor,
                   task: str) -> Capture | None:
     """One pass over the network for a whole check (eta now, |dL/dy|^2, and GradMax's matrix
     and the gains of plain groups), or None where a module needs torch.func."""
-    owners = owners_of([n for n, _ in net.named_parameters()])
-    if not all(supported(net.get_submodule(o)) for o in owners):
-        return None
-    return capture(net, owners, x, y, task)
+    return capture_supported(net, owners_of([n for n, _ in net.named_parameters()]), x, y, task)
 
 
 def eta_from(net: nn.Module, cap: Capture, damping: float) -> float:
